@@ -1,0 +1,26 @@
+"""The pack's V3 extension: the list of nodes ComfyUI registers, and the pack's HTTP route."""
+
+from __future__ import annotations
+
+from typing_extensions import override
+
+from comfy_api.latest import ComfyExtension, io
+
+from .memory_route import register_memory_route
+from .nodes_image_safety import KidsImageSafety
+from .nodes_memory import FreeMemory, OffloadTextEncoder
+from .nodes_prompt import CuteAnimalPrompt
+
+
+class CuteAnimalKidsExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        # ComfyUI 0.3.75 never calls ComfyExtension.on_load; this runs while custom nodes load,
+        # before the server copies its route table into the web app.
+        register_memory_route()
+        return [
+            CuteAnimalPrompt,
+            KidsImageSafety,
+            OffloadTextEncoder,
+            FreeMemory,
+        ]

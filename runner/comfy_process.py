@@ -1,0 +1,176 @@
+"""Start, watch and stop one headless ComfyUI process.
+
+One launcher for everyone who needs a ComfyUI: the runner's ``demo``, the test fixtures and the
+supervisor's instances. Each process gets its own loopback port, output/temp/user folders and log
+file, and its own process group so that stopping it also stops anything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from .install_state import InstallState
+
+LOOPBACK = "127.0.0.1"
+
+
+class ComfyStartError(RuntimeError):
+    """ComfyUI did not come up; the message carries the end of its log."""
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ComfyLaunch:
+    """How to start one ComfyUI: where it keeps its files and which flags it gets."""
+
+    base_dir: Path
+    port: int = 0  # 0: pick a free one at start
+    extra_args: list[str] = field(default_factory=list)
+    extra_model_paths: list[Path] = field(default_factory=list)  # beyond install.py's own file
+    cuda_device: int | None = None
+    keep_metadata: bool = False  # saved PNGs carry the prompt text only when asked
+
+    @property
+    def output_dir(self) -> Path:
+        return self.base_dir / "output"
+
+    @property
+    def input_dir(self) -> Path:
+        return self.base_dir / "input"
+
+    @property
+    def temp_dir(self) -> Path:
+        return self.base_dir / "temp"  # ComfyUI empties it at start: never share one
+
+    @property
+    def user_dir(self) -> Path:
+        return self.base_dir / "user"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base_dir / "comfyui.log"
+
+
+class ComfyProcess:
+    """A ComfyUI child process in its own process group."""
+
+    def __init__(self, launch: ComfyLaunch, state: InstallState) -> None:
+        self.launch = launch
+        self.state = state
+        self.port = launch.port
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def command(self) -> list[str]:
+        launch = self.launch
+        command = [
+            self.state.python, str(self.state.comfyui_main),
+            "--listen", LOOPBACK, "--port", str(self.port), "--disable-auto-launch",
+            "--output-directory", str(launch.output_dir),
+            "--input-directory", str(launch.input_dir),
+            "--temp-directory", str(launch.temp_dir),
+            "--user-directory", str(launch.user_dir),
+            # ComfyUI's default database lives inside its own tree: keep it per instance instead.
+            "--database-url", f"sqlite:///{launch.user_dir / 'comfyui.db'}",
+            "--extra-model-paths-config", self.state.extra_model_paths,
+            *[arg for path in launch.extra_model_paths for arg in ("--extra-model-paths-config", str(path))],
+        ]
+        if launch.cuda_device is None:
+            command.append("--cpu")
+        else:
+            command += ["--cuda-device", str(launch.cuda_device)]
+        if not launch.keep_metadata:
+            command.append("--disable-metadata")
+        return command + launch.extra_args
+
+    def start(self) -> None:
+        """Spawn the process (returns at once; ``wait_ready`` tells when it serves)."""
+        if self.port == 0:
+            self.port = free_port()
+        for folder in (self.launch.output_dir, self.launch.input_dir, self.launch.user_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        log = self.launch.log_path.open("ab")
+        try:
+            self.popen = subprocess.Popen(
+                self.command(), cwd=self.state.comfyui_path, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        finally:
+            log.close()
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.launch.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def wait_ready(self, timeout: float = 180.0) -> dict:
+        """Poll ``/system_stats`` until it answers; fail early if the process dies."""
+        deadline = time.monotonic() + timeout
+        probe_timeout = aiohttp.ClientTimeout(total=5)
+        async with aiohttp.ClientSession(timeout=probe_timeout) as session:
+            while True:
+                if not self.running():
+                    code = self.popen.returncode if self.popen else None
+                    raise ComfyStartError(f"ComfyUI exited with code {code} while starting; "
+                                          f"log {self.launch.log_path}:\n{self.log_tail()}")
+                try:
+                    async with session.get(f"{self.url}/system_stats") as response:
+                        if response.status == 200:
+                            return await response.json()
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise ComfyStartError(f"ComfyUI did not answer on {self.url} within {timeout:.0f} s; "
+                                          f"log {self.launch.log_path}:\n{self.log_tail()}")
+                await asyncio.sleep(0.5)
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        """Send a signal to the whole process group (no-op once it is gone)."""
+        if self.popen is None:
+            return
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    async def stop(self, grace: float = 10.0) -> int | None:
+        """SIGTERM the group, then SIGKILL after ``grace`` seconds; returns the exit code."""
+        if self.popen is None:
+            return None
+        self.signal_group(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+        self.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while self.popen.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        self.signal_group(signal.SIGKILL)  # also reaps anything left in the group
+        while self.popen.poll() is None:
+            await asyncio.sleep(0.05)
+        return self.popen.returncode

@@ -1,0 +1,25 @@
+"""API-format graphs for tests that need a plain CPU pipeline (no pack nodes in the way)."""
+
+from __future__ import annotations
+
+from runner.tiny_models import DIFFUSION_MODEL, TEXT_ENCODER, VAE
+
+
+def cpu_graph(prompt: str = "a cute little bear in a hat", width: int = 64, height: int = 64,
+              seed: int = 1, steps: int = 2, prefix: str = "test") -> dict:
+    """The Qwen-Image graph shape on the small CPU models: separate loaders, AuraFlow sampling."""
+    return {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": DIFFUSION_MODEL, "weight_dtype": "default"}},
+        "2": {"class_type": "CLIPLoader", "inputs": {"clip_name": TEXT_ENCODER, "type": "sd3"}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": VAE}},
+        "4": {"class_type": "ModelSamplingAuraFlow", "inputs": {"model": ["1", 0], "shift": 3.1}},
+        "5": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["2", 0], "text": prompt}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["2", 0], "text": "scary, dark"}},
+        "7": {"class_type": "EmptySD3LatentImage", "inputs": {"width": width, "height": height, "batch_size": 1}},
+        "8": {"class_type": "KSampler", "inputs": {
+            "model": ["4", 0], "positive": ["5", 0], "negative": ["6", 0], "latent_image": ["7", 0],
+            "seed": seed, "steps": steps, "cfg": 2.5, "sampler_name": "euler", "scheduler": "simple",
+            "denoise": 1.0}},
+        "9": {"class_type": "VAEDecode", "inputs": {"samples": ["8", 0], "vae": ["3", 0]}},
+        "10": {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": prefix}},
+    }
