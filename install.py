@@ -52,6 +52,7 @@ SKIPPED_COMFY_REQUIREMENTS = {"torch", "torchvision", "torchaudio"}
 EXTRA_COMFY_REQUIREMENTS = ("requests",)
 MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae", "loras")
 FREE_DISK_GB_FOR_ENV = 8.0
+CHROMIUM = "chromium"
 MARKERS_DIR = VAR_DIR / "install" / "markers"
 LOG_DIR = VAR_DIR / "install" / "logs"
 
@@ -290,6 +291,23 @@ class Installer:
             last = [ln for ln in result.stderr.splitlines() if ln.strip()][-1:] or ["(no output)"]
             raise StepFailed(f"could not write the CPU models to {self.models_dir} ({last[0][:200]})")
 
+    def install_browser(self) -> None:
+        """Debian's Chromium for the browser tests (the editor and dashboard checks)."""
+        if not self.args.with_browser or shutil.which(CHROMIUM):
+            return
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            raise StepFailed(f"{CHROMIUM} is missing: install Debian's chromium package "
+                             "(sudo apt-get install chromium), then run again")
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        log_path = LOG_DIR / "chromium.log"
+        with log_path.open("w") as log:
+            for command in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
+                say("    " + " ".join(command))
+                if subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}).returncode:
+                    raise StepFailed(f"`{' '.join(command)}` failed (no network to Debian's mirror?); "
+                                     f"log: {log_path}")
+
     def record(self) -> None:
         InstallState(
             comfyui_path=str(self.comfyui),
@@ -312,6 +330,7 @@ class Installer:
             ("install our requirements", self.install_requirements),
             ("make the node pack visible to ComfyUI", self.expose_pack),
             ("write the small CPU models", self.generate_models),
+            ("install Chromium for the browser tests", self.install_browser),
             ("record the set-up", self.record),
         ]
 
@@ -330,6 +349,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", type=Path, metavar="DIR",
                         help="models folder with diffusion_models/, text_encoders/, vae/, loras/ "
                              "(default: models/ in this repository)")
+    parser.add_argument("--with-browser", action="store_true",
+                        help="also install Debian's chromium (as root) for the browser tests")
     parser.add_argument("--no-venv", action="store_true",
                         help="install into the Python running this script instead of .venv")
     return parser.parse_args(argv)
