@@ -1,0 +1,426 @@
+"""The durable job queue: one SQLite file that outlives instances and the supervisor itself.
+
+A job is a row; each time an instance takes it an attempt row is opened and later closed with a
+reason. A job is claimed, finished and requeued in short ``BEGIN IMMEDIATE`` transactions that
+check the job's state first, so a job that ran twice still gets exactly one result. When the
+supervisor dies, its ``running`` jobs stay in the file and go back to ``queued`` on the next start.
+
+sqlite3 blocks, so every statement runs on one dedicated thread that owns the only connection;
+the event loop only awaits it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sqlite3
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, REJECTED, CANCELLED = (
+    "queued", "running", "succeeded", "failed", "rejected", "cancelled")
+STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, REJECTED, CANCELLED)
+TERMINAL_STATES = frozenset({SUCCEEDED, FAILED, REJECTED, CANCELLED})
+
+# Attempt reasons that say nothing about the job itself: they do not use up its attempts.
+SUPERVISOR_RESTART = "supervisor_restart"
+SUPERVISOR_SHUTDOWN = "supervisor_shutdown"
+NOT_COUNTED_REASONS = (SUPERVISOR_RESTART, SUPERVISOR_SHUTDOWN)
+
+STAGING_DIR = ".staging"
+
+MIGRATIONS: list[str] = [
+    # 1: jobs and their attempts
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL CHECK (state IN ('queued','running','succeeded','failed','rejected','cancelled')),
+        request TEXT NOT NULL,
+        idempotency_key TEXT UNIQUE,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        error TEXT,
+        category TEXT,
+        images TEXT NOT NULL DEFAULT '[]',
+        cancel_requested INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX jobs_state_created ON jobs (state, created_at);
+    CREATE TABLE attempts (
+        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        number INTEGER NOT NULL,
+        instance TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        ended_at REAL,
+        reason TEXT,
+        PRIMARY KEY (job_id, number)
+    );
+    """,
+]
+
+T = TypeVar("T")
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key is already used by a job with a different request."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"idempotency key already used by job {job_id} with a different request")
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class Attempt:
+    number: int
+    instance: str
+    started_at: float
+    ended_at: float | None
+    reason: str | None  # None while the attempt runs
+
+    def to_json(self) -> dict[str, Any]:
+        return {"number": self.number, "instance": self.instance, "started_at": self.started_at,
+                "ended_at": self.ended_at, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    state: str
+    request: dict[str, Any]
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    category: str | None = None
+    images: list[str] = field(default_factory=list)  # paths relative to the output root
+    attempts: list[Attempt] = field(default_factory=list)
+    idempotency_key: str | None = None
+    cancel_requested: bool = False
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def current_attempt(self) -> Attempt | None:
+        """The open attempt of a running job."""
+        if self.attempts and self.attempts[-1].ended_at is None:
+            return self.attempts[-1]
+        return None
+
+
+class JobStore:
+    """Async facade over one SQLite connection living on its own thread."""
+
+    def __init__(self, db_path: Path, output_root: Path) -> None:
+        self.db_path = Path(db_path)
+        self.output_root = Path(output_root)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-store")
+        self._conn: sqlite3.Connection | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> int:
+        """Create or migrate the schema; requeue jobs a dead supervisor left running (returns how many)."""
+        return await self._call(self._open)
+
+    async def close(self) -> None:
+        await self._call(self._close)
+        self._executor.shutdown(wait=True)
+
+    def staging_dir(self, job_id: str, attempt: int) -> Path:
+        """Where an attempt writes its images before they become the job's result."""
+        return self.output_root / STAGING_DIR / f"{job_id}.{attempt}"
+
+    def image_path(self, relative: str) -> Path:
+        return self.output_root / relative
+
+    # ------------------------------------------------------------------ writes
+
+    async def submit(self, request: dict[str, Any], idempotency_key: str | None = None, *,
+                     state: str = QUEUED, error: str | None = None,
+                     category: str | None = None) -> tuple[Job, bool]:
+        """Store a new job (``rejected`` ones too); returns it and whether it is new.
+
+        A known idempotency key with the same request returns that job instead.
+        """
+        return await self._call(self._submit, request, idempotency_key, state, error, category)
+
+    async def claim_next(self, instance: str) -> Job | None:
+        """Oldest queued job → running, with a new attempt on ``instance``; None if none is queued."""
+        return await self._call(self._claim_next, instance)
+
+    async def complete(self, job_id: str, attempt: int, images: list[str]) -> bool:
+        """Make the attempt's staged images the job's result, once: False if it is no longer current.
+
+        ``images`` are file names inside the staging folder. The folder becomes ``<root>/<job id>/``
+        in the same transaction that checks and sets the state.
+        """
+        return await self._call(self._complete, job_id, attempt, images)
+
+    async def finish(self, job_id: str, attempt: int, state: str, reason: str, *,
+                     error: str | None = None, category: str | None = None) -> bool:
+        """End a running job without images (failed, rejected, cancelled); False if not current."""
+        return await self._call(self._finish, job_id, attempt, state, reason, error, category)
+
+    async def retry_or_fail(self, job_id: str, attempt: int, reason: str, max_attempts: int) -> Job | None:
+        """Close the attempt with ``reason``; requeue the job, or fail it once attempts are used up.
+
+        Cancelled jobs end as cancelled. Returns the job after the change (None if not current).
+        """
+        return await self._call(self._retry_or_fail, job_id, attempt, reason, max_attempts)
+
+    async def cancel(self, job_id: str) -> Job | None:
+        """Queued → cancelled; running → cancel requested (the caller interrupts it). None if unknown."""
+        return await self._call(self._cancel, job_id)
+
+    # ------------------------------------------------------------------ reads
+
+    async def get(self, job_id: str) -> Job | None:
+        return await self._call(self._get, job_id)
+
+    async def list(self, state: str | None = None, limit: int = 50) -> list[Job]:
+        """Newest first."""
+        return await self._call(self._list, state, limit)
+
+    async def counts(self) -> dict[str, int]:
+        """Number of jobs in each state (every state present)."""
+        return await self._call(self._counts)
+
+    # ------------------------------------------------------------------ thread side
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("job store is not open")
+        return self._conn
+
+    def _open(self) -> int:
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.output_root.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.db_path, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # an accepted job must survive a power cut too
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        self._conn = conn
+        self._migrate()
+        shutil.rmtree(self.output_root / STAGING_DIR, ignore_errors=True)
+        return self._recover()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _migrate(self) -> None:
+        db = self._db
+        db.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                   "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
+        current = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]
+        if current > len(MIGRATIONS):
+            raise RuntimeError(f"{self.db_path} has schema version {current}, newer than this code "
+                               f"({len(MIGRATIONS)}): upgrade the supervisor")
+        for version, script in enumerate(MIGRATIONS[current:], current + 1):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in filter(str.strip, script.split(";")):
+                    db.execute(statement)
+                db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def _recover(self) -> int:
+        now = time.time()
+        with self._transaction() as db:
+            db.execute("UPDATE attempts SET ended_at = ?, reason = ? WHERE ended_at IS NULL",
+                       (now, SUPERVISOR_RESTART))
+            moved = db.execute("UPDATE jobs SET state = ?, updated_at = ? WHERE state = ?",
+                               (QUEUED, now, RUNNING)).rowcount
+        return moved
+
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self._db)
+
+    def _submit(self, request: dict[str, Any], key: str | None, state: str, error: str | None,
+                category: str | None) -> tuple[Job, bool]:
+        now = time.time()
+        job_id = str(uuid.uuid4())
+        encoded = json.dumps(request, sort_keys=True, ensure_ascii=False)
+        finished = now if state in TERMINAL_STATES else None
+        with self._transaction() as db:
+            if key is not None:
+                row = db.execute("SELECT id, request FROM jobs WHERE idempotency_key = ?", (key,)).fetchone()
+                if row is not None:
+                    if row["request"] != encoded:
+                        raise IdempotencyConflict(row["id"])
+                    return self._get(row["id"]), False  # type: ignore[return-value]
+            db.execute(
+                "INSERT INTO jobs (id, state, request, idempotency_key, created_at, updated_at, "
+                "finished_at, error, category) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, state, encoded, key, now, now, finished, error, category))
+        return self._get(job_id), True  # type: ignore[return-value]
+
+    def _claim_next(self, instance: str) -> Job | None:
+        now = time.time()
+        with self._transaction() as db:
+            row = db.execute("SELECT id FROM jobs WHERE state = ? ORDER BY created_at, rowid LIMIT 1",
+                             (QUEUED,)).fetchone()
+            if row is None:
+                return None
+            job_id = row["id"]
+            number = db.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM attempts WHERE job_id = ?",
+                                (job_id,)).fetchone()[0]
+            db.execute("INSERT INTO attempts (job_id, number, instance, started_at) VALUES (?, ?, ?, ?)",
+                       (job_id, number, instance, now))
+            db.execute("UPDATE jobs SET state = ?, updated_at = ?, started_at = COALESCE(started_at, ?) "
+                       "WHERE id = ?", (RUNNING, now, now, job_id))
+        return self._get(job_id)
+
+    def _is_current(self, db: sqlite3.Connection, job_id: str, attempt: int) -> bool:
+        row = db.execute(
+            "SELECT 1 FROM jobs j JOIN attempts a ON a.job_id = j.id "
+            "WHERE j.id = ? AND j.state = ? AND a.number = ? AND a.ended_at IS NULL",
+            (job_id, RUNNING, attempt)).fetchone()
+        return row is not None
+
+    def _close_attempt(self, db: sqlite3.Connection, job_id: str, attempt: int, reason: str,
+                       now: float) -> None:
+        db.execute("UPDATE attempts SET ended_at = ?, reason = ? WHERE job_id = ? AND number = ?",
+                   (now, reason, job_id, attempt))
+
+    def _complete(self, job_id: str, attempt: int, images: list[str]) -> bool:
+        staging = self.staging_dir(job_id, attempt)
+        final = self.output_root / job_id
+        now = time.time()
+        with self._transaction() as db:
+            if not self._is_current(db, job_id, attempt):
+                shutil.rmtree(staging, ignore_errors=True)
+                return False
+            # A folder here belongs to an attempt whose commit never happened (the supervisor died
+            # between the rename and the commit): it is not a result, so it is replaced.
+            shutil.rmtree(final, ignore_errors=True)
+            os.rename(staging, final)
+            try:
+                relative = [f"{job_id}/{name}" for name in images]
+                self._close_attempt(db, job_id, attempt, SUCCEEDED, now)
+                db.execute("UPDATE jobs SET state = ?, images = ?, updated_at = ?, finished_at = ?, "
+                           "error = NULL, category = NULL WHERE id = ?",
+                           (SUCCEEDED, json.dumps(relative), now, now, job_id))
+            except BaseException:
+                os.rename(final, staging)
+                raise
+        return True
+
+    def _finish(self, job_id: str, attempt: int, state: str, reason: str, error: str | None,
+                category: str | None) -> bool:
+        if state not in TERMINAL_STATES or state == SUCCEEDED:
+            raise ValueError(f"finish() ends a job as failed, rejected or cancelled, not {state}")
+        now = time.time()
+        with self._transaction() as db:
+            if not self._is_current(db, job_id, attempt):
+                return False
+            self._close_attempt(db, job_id, attempt, reason, now)
+            db.execute("UPDATE jobs SET state = ?, error = ?, category = ?, updated_at = ?, finished_at = ? "
+                       "WHERE id = ?", (state, error, category, now, now, job_id))
+        shutil.rmtree(self.staging_dir(job_id, attempt), ignore_errors=True)
+        return True
+
+    def _retry_or_fail(self, job_id: str, attempt: int, reason: str, max_attempts: int) -> Job | None:
+        now = time.time()
+        with self._transaction() as db:
+            if not self._is_current(db, job_id, attempt):
+                return None
+            self._close_attempt(db, job_id, attempt, reason, now)
+            cancel = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+            placeholders = ",".join("?" * len(NOT_COUNTED_REASONS))
+            rows = db.execute(f"SELECT number, instance, reason FROM attempts WHERE job_id = ? "
+                              f"AND reason NOT IN ({placeholders}) ORDER BY number",
+                              (job_id, *NOT_COUNTED_REASONS)).fetchall()
+            if cancel:
+                db.execute("UPDATE jobs SET state = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+                           (CANCELLED, now, now, job_id))
+            elif reason not in NOT_COUNTED_REASONS and len(rows) >= max_attempts:
+                history = "; ".join(f"attempt {r['number']} on {r['instance']}: {r['reason']}" for r in rows)
+                db.execute("UPDATE jobs SET state = ?, error = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+                           (FAILED, f"gave up after {len(rows)} attempts ({history})", now, now, job_id))
+            else:
+                db.execute("UPDATE jobs SET state = ?, updated_at = ? WHERE id = ?", (QUEUED, now, job_id))
+        shutil.rmtree(self.staging_dir(job_id, attempt), ignore_errors=True)
+        return self._get(job_id)
+
+    def _cancel(self, job_id: str) -> Job | None:
+        now = time.time()
+        with self._transaction() as db:
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            if row["state"] == QUEUED:
+                db.execute("UPDATE jobs SET state = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+                           (CANCELLED, now, now, job_id))
+            elif row["state"] == RUNNING:
+                db.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, job_id))
+        return self._get(job_id)
+
+    def _get(self, job_id: str) -> Job | None:
+        row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            return None
+        attempts = self._db.execute("SELECT * FROM attempts WHERE job_id = ? ORDER BY number",
+                                    (job_id,)).fetchall()
+        return _job(row, attempts)
+
+    def _list(self, state: str | None, limit: int) -> list[Job]:
+        if state is None:
+            rows = self._db.execute("SELECT id FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                                    (limit,)).fetchall()
+        else:
+            rows = self._db.execute("SELECT id FROM jobs WHERE state = ? ORDER BY created_at DESC, "
+                                    "rowid DESC LIMIT ?", (state, limit)).fetchall()
+        return [job for row in rows if (job := self._get(row["id"])) is not None]
+
+    def _counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        for row in self._db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"):
+            counts[row["state"]] = row["n"]
+        return counts
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any exception): the write lock up front."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _job(row: sqlite3.Row, attempts: list[sqlite3.Row]) -> Job:
+    return Job(
+        id=row["id"], state=row["state"], request=json.loads(row["request"]),
+        created_at=row["created_at"], updated_at=row["updated_at"], started_at=row["started_at"],
+        finished_at=row["finished_at"], error=row["error"], category=row["category"],
+        images=json.loads(row["images"]), idempotency_key=row["idempotency_key"],
+        cancel_requested=bool(row["cancel_requested"]),
+        attempts=[Attempt(a["number"], a["instance"], a["started_at"], a["ended_at"], a["reason"])
+                  for a in attempts],
+    )
