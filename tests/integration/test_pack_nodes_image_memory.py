@@ -142,6 +142,25 @@ def test_free_memory_unloads_everything(comfy) -> None:
     assert loaded_models(comfy) == {}
 
 
+def cached_nodes(entry: dict) -> list[str]:
+    return [node for kind, data in entry["status"]["messages"] if kind == "execution_cached"
+            for node in data["nodes"]]
+
+
+def test_free_memory_can_drop_cached_outputs(comfy) -> None:
+    plain = cpu_graph(prompt="a cute lamb", seed=307, prefix="cak_cache")
+    comfy.run(plain)
+    assert "1" in cached_nodes(comfy.run(plain)), "control: a repeated graph reuses cached outputs"
+
+    graph = cpu_graph(prompt="a cute lamb", seed=308, prefix="cak_cache")
+    graph["21"] = {"class_type": "FreeMemory",
+                   "inputs": {"value": ["9", 0], "unload_models": False, "drop_cached_outputs": True}}
+    graph["10"]["inputs"]["images"] = ["21", 0]
+    comfy.run(graph)
+
+    assert cached_nodes(comfy.run(plain)) == []
+
+
 def test_memory_route_reports_process_and_device(comfy) -> None:
     report = comfy.get_json(MEMORY_ROUTE)
     assert report["process"]["rss_bytes"] > 100 * 2**20

