@@ -1,0 +1,335 @@
+"""Normalisation of prompt text before lexicon matching, and the matching patterns for terms.
+
+Filters are beaten by writing the same word differently: full-width letters (ｇｏｒｅ), look-alike
+letters from other scripts (Cyrillic о in "gоre"), zero-width characters inside words, accents,
+traditional Chinese (槍 for 枪), letters spaced or punctuated apart ("g o r e", "b.l.o.o.d",
+"血 腥"), repeated letters ("goooore") and digits or symbols for letters ("n@ked", "s3xy").
+
+Two of these tricks are handled in the term patterns rather than by rewriting the text:
+- a digit or symbol may stand for several letters (1 is i or l) and "!" is usually punctuation, so
+  the text keeps them and each letter of a term matches its look-alikes (``[i1!|]``);
+- repeated letters: each letter of a term matches one or more copies, so "goooore" hits "gore"
+  while "bob" still does not hit "boob".
+
+Everything else is folded character by character (with a per-character cache), so every position
+of a normalised view maps back to a position of the original text; the safety checker uses that
+to redact the original without repeating the offending words.
+
+The data (look-alike maps, leetspeak, limits) lives in ``data/text_safety.yaml``. No ComfyUI
+imports: the supervisor uses this module before a job is queued.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import opencc
+from confusable_homoglyphs import confusables
+
+from .pack_data import (
+    child_path,
+    data_dir,
+    load_data_file,
+    PackDataError,
+    require_char,
+    require_key,
+    require_mapping,
+    require_number,
+    require_string,
+    require_string_list,
+)
+
+DATA_FILE = "text_safety.yaml"
+
+_DROPPED_CATEGORIES = frozenset({"Mn", "Me", "Cf"})
+"""Combining marks (accents, variation selectors) and format characters (zero-width, bidi)."""
+
+_FOLD_CACHE_LIMIT = 50_000
+"""Bound on cached characters so hostile input with many distinct code points cannot grow memory."""
+
+_SEPARATOR = r"[\W_]"
+"""Anything that is not a letter or digit of any script: spaces, punctuation, symbols."""
+
+_LATIN_TERM = re.compile(r"[a-z0-9]+(?:[ \-'.][a-z0-9]+)*")
+"""Shape of an English term after folding: letters/digits, single spaces, hyphens, apostrophes."""
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """One normalised form of a prompt; ``origin[i]`` is the original index of ``text[i]``."""
+
+    text: str
+    origin: Sequence[int]
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizedText:
+    """The forms a prompt is matched in.
+
+    ``base`` is the folded text. ``spaced`` repeats it with runs of single letters joined up (only
+    present when such runs exist). ``joined`` is the base without spaces and punctuation, for
+    Chinese, which has no word boundaries (only present when the text has non-ASCII characters).
+    """
+
+    base: View
+    spaced: tuple[View, ...]
+    joined: View | None
+
+    @property
+    def latin_views(self) -> tuple[View, ...]:
+        return (self.base, *self.spaced)
+
+
+class TextNormalizer:
+    """Folds text and builds tolerant term patterns, configured from ``text_safety.yaml``."""
+
+    def __init__(self, data: Mapping[str, Any], file: str = DATA_FILE) -> None:
+        leet = require_mapping(require_key(data, "leet", file, ""), file, "leet")
+        homoglyphs = require_mapping(require_key(data, "homoglyphs", file, ""), file, "homoglyphs")
+        limits = require_mapping(require_key(data, "limits", file, ""), file, "limits")
+        matching = require_mapping(require_key(data, "matching", file, ""), file, "matching")
+
+        self._letter_alternatives = _parse_leet(leet, file)
+        self._leet_symbols = "".join(
+            sorted({s for symbols in self._letter_alternatives.values() for s in symbols if not s.isalnum()})
+        )
+        self._homoglyphs = _parse_homoglyphs(homoglyphs, file)
+        self._t2s = opencc.OpenCC("t2s")
+        self._fold_cache: dict[str, str] = {}
+        self._fold_lock = threading.Lock()
+
+        min_run = int(require_number(require_key(limits, "min_spaced_run", file, "limits"), file,
+                                     "limits.min_spaced_run", minimum=2, maximum=20, integer=True))
+        max_gap = int(require_number(require_key(limits, "max_spaced_gap", file, "limits"), file,
+                                     "limits.max_spaced_gap", minimum=1, maximum=10, integer=True))
+        single = f"[a-z0-9{re.escape(self._leet_symbols)}]"
+        self._run_re = re.compile(
+            rf"(?<![^\W_]){single}(?:{_SEPARATOR}{{1,{max_gap}}}{single}){{{min_run - 1},}}(?![^\W_])"
+        )
+        self._standalone_letters = frozenset(
+            require_string_list(require_key(matching, "standalone_letters", file, "matching"), file,
+                                "matching.standalone_letters")
+        )
+        suffixes = require_string_list(require_key(matching, "en_suffixes", file, "matching"), file,
+                                       "matching.en_suffixes")
+        for index, suffix in enumerate(suffixes):
+            if not suffix.isascii() or not suffix.isalpha() or suffix != suffix.lower():
+                raise PackDataError(f"{file}: matching.en_suffixes[{index}]: must be lowercase ASCII letters")
+        self._suffix_group = "(?:" + "|".join(sorted(suffixes, key=lambda s: (-len(s), s))) + ")?"
+        self._joinable = re.compile(r"[^\W_]+")
+
+    # -- folding ---------------------------------------------------------------------------------
+
+    def _fold_char(self, ch: str) -> str:
+        """What one original character becomes: "" (dropped), itself, or a folded replacement."""
+        folded = self._fold_cache.get(ch)
+        if folded is not None:
+            return folded
+        decomposed = unicodedata.normalize("NFKD", ch)
+        kept = "".join(c for c in decomposed if unicodedata.category(c) not in _DROPPED_CATEGORIES)
+        folded = unicodedata.normalize("NFKC", kept.casefold())
+        folded = "".join(self._homoglyphs.get(c, c) for c in folded)
+        if not folded.isascii():
+            folded = self._t2s.convert(folded)
+        with self._fold_lock:
+            if len(self._fold_cache) < _FOLD_CACHE_LIMIT:
+                self._fold_cache[ch] = folded
+        return folded
+
+    def fold(self, text: str) -> View:
+        """The base view: NFKC/NFKD, case fold, marks and format chars dropped, look-alikes, t2s."""
+        if text.isascii():
+            return View(text.lower(), range(len(text)))
+        pieces: list[str] = []
+        origin: list[int] = []
+        fold_char = self._fold_char
+        for index, ch in enumerate(text):
+            folded = fold_char(ch)
+            if len(folded) == 1:
+                origin.append(index)
+            elif folded:
+                origin.extend([index] * len(folded))
+            else:
+                continue
+            pieces.append(folded)
+        return View("".join(pieces), origin)
+
+    def normalize(self, text: str) -> str:
+        """The folded text (the base view without the position map)."""
+        return self.fold(text).text
+
+    def views(self, text: str) -> NormalizedText:
+        """All forms the checker matches ``text`` in."""
+        base = self.fold(text)
+        runs = list(self._run_re.finditer(base.text))
+        spaced: list[View] = []
+        if runs:
+            for keep_symbols in (False, True):
+                for split_leading in (False, True):
+                    view = self._join_runs(base, runs, keep_symbols, split_leading)
+                    if view.text != base.text and all(view.text != other.text for other in spaced):
+                        spaced.append(view)
+        joined = None if base.text.isascii() else self._join_all(base)
+        return NormalizedText(base, tuple(spaced), joined)
+
+    def _join_runs(self, base: View, runs: list[re.Match[str]], keep_symbols: bool,
+                   split_leading: bool) -> View:
+        """Join each run of single letters ("g o r e" -> "gore").
+
+        With ``split_leading`` a leading standalone word ("a", "i") is left out of the run, so
+        "a g o r e" yields "a gore" rather than "agore"; both variants are matched.
+        """
+        text = base.text
+        chars: list[str] = []
+        origin: list[int] = []
+        position = 0
+        for run in runs:
+            start, end = run.span()
+            if split_leading and text[start] in self._standalone_letters:
+                start += 1
+                while start < end and not text[start].isalnum():
+                    start += 1
+            chars.append(text[position:start])
+            origin.extend(base.origin[position:start])
+            for index in range(start, end):
+                ch = text[index]
+                if ch.isalnum() or (keep_symbols and ch in self._leet_symbols):
+                    chars.append(ch)
+                    origin.append(base.origin[index])
+            position = end
+        chars.append(text[position:])
+        origin.extend(base.origin[position:])
+        return View("".join(chars), origin)
+
+    def _join_all(self, base: View) -> View:
+        """Drop every separator, so "血 腥" and "血.腥" read "血腥"."""
+        chars: list[str] = []
+        origin: list[int] = []
+        for chunk in self._joinable.finditer(base.text):
+            start, end = chunk.span()
+            chars.append(chunk.group())
+            origin.extend(base.origin[start:end])
+        return View("".join(chars), origin)
+
+    # -- patterns --------------------------------------------------------------------------------
+
+    def fold_term(self, term: str) -> str:
+        """A lexicon term folded like prompts are, with runs of whitespace made single spaces."""
+        return " ".join(self.fold(term).text.split())
+
+    def _atom(self, ch: str) -> str:
+        """One character of a term, without quantifier: a leet class, a literal or a separator."""
+        if ch in " -'.":
+            return _SEPARATOR
+        alternatives = self._letter_alternatives.get(ch)
+        if alternatives:
+            return "[" + re.escape(ch + alternatives) + "]"
+        return re.escape(ch)
+
+    def _body_pattern(self, folded: str, tail: str, group: str | None) -> str:
+        """``folded`` with each letter repeatable and each separator optional, then ``tail``.
+
+        The first character is emitted bare, before the optional named group: ``re`` skips an
+        alternative cheaply when it starts with a literal or a class, which makes one alternation
+        of hundreds of terms about a hundred times faster than starting each with a group.
+        """
+        first = self._atom(folded[0])
+        rest = "".join(
+            f"{self._atom(ch)}*" if ch in " -'." else f"{self._atom(ch)}+" for ch in folded[1:]
+        )
+        inner = f"{first}*{rest}{tail}"
+        return f"{first}(?P<{group}>{inner})" if group else f"{first}{inner}"
+
+    def latin_pattern(self, folded: str, *, group: str | None = None, boundaries: bool = True) -> str:
+        """Regex for a folded English term: leet look-alikes, repeats, optional separators, suffix.
+
+        With ``boundaries`` the pattern carries its own whole-word guards; without, the caller
+        puts one pair of guards around an alternation of many terms. ``group`` names a capturing
+        group so the caller can tell which alternative matched (``match.lastgroup``).
+        """
+        if not _LATIN_TERM.fullmatch(folded):
+            raise ValueError(f"not a Latin term after normalisation: {folded!r}")
+        body = self._body_pattern(folded, self._suffix_group, group)
+        return f"(?<![a-z]){body}(?![a-z])" if boundaries else body
+
+    def cjk_pattern(self, folded: str, *, group: str | None = None) -> str:
+        """Regex for a folded Chinese term: a substring, each character possibly repeated.
+
+        A Latin letter at either end ("k粉") gets a word guard, so "pink粉色" is not "k粉".
+        """
+        folded = folded.replace(" ", "")
+        tail = "(?![a-z])" if folded[-1].isascii() and folded[-1].isalpha() else ""
+        body = self._body_pattern(folded, tail, group)
+        if folded[0].isascii() and folded[0].isalpha():
+            body = "(?<![a-z])" + body
+        return body
+
+
+def _parse_leet(leet: Mapping[str, Any], file: str) -> dict[str, str]:
+    """Invert ``symbol -> [letters]`` into ``letter -> symbols`` for pattern character classes."""
+    alternatives: dict[str, str] = {}
+    for symbol, letters in leet.items():
+        path = child_path("leet", symbol)
+        require_char(symbol, file, path)
+        if symbol.isascii() and symbol.isalpha():
+            raise PackDataError(f"{file}: {path}: a leet key must be a digit or symbol, not a letter")
+        for index, letter in enumerate(require_string_list(letters, file, path)):
+            if len(letter) != 1 or not ("a" <= letter <= "z"):
+                raise PackDataError(f"{file}: {child_path(path, index)}: must be one lowercase letter a-z")
+            alternatives[letter] = alternatives.get(letter, "") + symbol
+    return alternatives
+
+
+def _parse_homoglyphs(homoglyphs: Mapping[str, Any], file: str) -> dict[str, str]:
+    """Look-alike -> Latin map: confusables data for the listed scripts, then the YAML extras."""
+    scripts = tuple(
+        s.upper() for s in require_string_list(require_key(homoglyphs, "scripts", file, "homoglyphs"),
+                                                file, "homoglyphs.scripts")
+    )
+    mapping: dict[str, str] = {}
+    for ch, candidates in confusables.confusables_data.items():
+        if len(ch) != 1 or ch.isascii() or not unicodedata.name(ch, "").startswith(scripts):
+            continue
+        for candidate in candidates:
+            latin = candidate["c"]
+            if len(latin) == 1 and latin.isascii() and latin.isalpha():
+                mapping[ch] = latin.lower()
+                break
+    extra = require_mapping(require_key(homoglyphs, "extra", file, "homoglyphs"), file,
+                            "homoglyphs.extra", non_empty=False)
+    for ch, latin in extra.items():
+        path = child_path("homoglyphs.extra", ch)
+        require_char(ch, file, path)
+        if ch.isascii():
+            raise PackDataError(f"{file}: {path}: key must be a non-ASCII character")
+        value = require_string(latin, file, path, max_length=3)
+        if not (value.isascii() and value.isalpha() and value == value.lower()):
+            raise PackDataError(f"{file}: {path}: must be lowercase ASCII letters")
+        mapping[ch] = value
+    return mapping
+
+
+_normalizers: dict[Path, TextNormalizer] = {}
+_normalizers_lock = threading.Lock()
+
+
+def get_normalizer(directory: str | Path | None = None) -> TextNormalizer:
+    """The normaliser for a data directory (default: the pack's), built once."""
+    folder = data_dir(directory).resolve()
+    with _normalizers_lock:
+        normalizer = _normalizers.get(folder)
+        if normalizer is None:
+            normalizer = TextNormalizer(load_data_file(DATA_FILE, folder))
+            _normalizers[folder] = normalizer
+        return normalizer
+
+
+def normalize(text: str) -> str:
+    """Fold ``text`` with the pack's data (see :meth:`TextNormalizer.fold`)."""
+    return get_normalizer().normalize(text)
