@@ -95,7 +95,12 @@ class TextNormalizer:
         limits = require_mapping(require_key(data, "limits", file, ""), file, "limits")
         matching = require_mapping(require_key(data, "matching", file, ""), file, "matching")
 
-        self._letter_alternatives = _parse_leet(leet, file)
+        lookalikes = require_mapping(require_key(data, "lookalike_letters", file, ""), file,
+                                     "lookalike_letters", non_empty=False)
+        self._letter_alternatives = _parse_alternatives(leet, "leet", file, letter_keys=False)
+        for letter, others in _parse_alternatives(lookalikes, "lookalike_letters", file,
+                                                  letter_keys=True).items():
+            self._letter_alternatives[letter] = self._letter_alternatives.get(letter, "") + others
         self._leet_symbols = "".join(
             sorted({s for symbols in self._letter_alternatives.values() for s in symbols if not s.isalnum()})
         )
@@ -133,8 +138,12 @@ class TextNormalizer:
             return folded
         decomposed = unicodedata.normalize("NFKD", ch)
         kept = "".join(c for c in decomposed if unicodedata.category(c) not in _DROPPED_CATEGORIES)
+        # Look-alikes are mapped before AND after case folding: Greek "Β" looks like "B" but its
+        # lower case "β" does not look like "b"; Cyrillic "І" folds to "і", which looks like "i".
+        look_alike = self._homoglyphs
+        kept = "".join(look_alike.get(c, c) for c in kept)
         folded = unicodedata.normalize("NFKC", kept.casefold())
-        folded = "".join(self._homoglyphs.get(c, c) for c in folded)
+        folded = "".join(look_alike.get(c, c) for c in folded)
         if not folded.isascii():
             folded = self._t2s.convert(folded)
         with self._fold_lock:
@@ -271,18 +280,26 @@ class TextNormalizer:
         return body
 
 
-def _parse_leet(leet: Mapping[str, Any], file: str) -> dict[str, str]:
-    """Invert ``symbol -> [letters]`` into ``letter -> symbols`` for pattern character classes."""
+def _parse_alternatives(
+    mapping: Mapping[str, Any], key: str, file: str, *, letter_keys: bool
+) -> dict[str, str]:
+    """Invert ``stand-in -> [letters]`` into ``letter -> stand-ins`` for pattern character classes.
+
+    ``leet`` keys are digits or symbols; ``lookalike_letters`` keys are letters a-z.
+    """
     alternatives: dict[str, str] = {}
-    for symbol, letters in leet.items():
-        path = child_path("leet", symbol)
-        require_char(symbol, file, path)
-        if symbol.isascii() and symbol.isalpha():
+    for stand_in, letters in mapping.items():
+        path = child_path(key, stand_in)
+        require_char(stand_in, file, path)
+        is_letter = "a" <= stand_in <= "z"
+        if letter_keys and not is_letter:
+            raise PackDataError(f"{file}: {path}: key must be one lowercase letter a-z")
+        if not letter_keys and stand_in.isascii() and stand_in.isalpha():
             raise PackDataError(f"{file}: {path}: a leet key must be a digit or symbol, not a letter")
         for index, letter in enumerate(require_string_list(letters, file, path)):
-            if len(letter) != 1 or not ("a" <= letter <= "z"):
+            if len(letter) != 1 or not ("a" <= letter <= "z") or letter == stand_in:
                 raise PackDataError(f"{file}: {child_path(path, index)}: must be one lowercase letter a-z")
-            alternatives[letter] = alternatives.get(letter, "") + symbol
+            alternatives[letter] = alternatives.get(letter, "") + stand_in
     return alternatives
 
 
@@ -296,11 +313,11 @@ def _parse_homoglyphs(homoglyphs: Mapping[str, Any], file: str) -> dict[str, str
     for ch, candidates in confusables.confusables_data.items():
         if len(ch) != 1 or ch.isascii() or not unicodedata.name(ch, "").startswith(scripts):
             continue
-        for candidate in candidates:
-            latin = candidate["c"]
-            if len(latin) == 1 and latin.isascii() and latin.isalpha():
-                mapping[ch] = latin.lower()
-                break
+        letters = [c["c"] for c in candidates if len(c["c"]) == 1 and c["c"].isascii() and c["c"].isalpha()]
+        if letters:
+            # Same case first: capital iota "Ι" looks like "I" (and like "l", listed first).
+            same_case = [c for c in letters if c.isupper() == ch.isupper()]
+            mapping[ch] = (same_case or letters)[0].lower()
     extra = require_mapping(require_key(homoglyphs, "extra", file, "homoglyphs"), file,
                             "homoglyphs.extra", non_empty=False)
     for ch, latin in extra.items():

@@ -40,8 +40,12 @@ from .text_normalizer import DATA_FILE, TextNormalizer, View, get_normalizer
 
 logger = logging.getLogger(__name__)
 
-REJECTION_MARKER = "UnsafePromptError: rejected by Kids Text Safety"
-"""Stable start of every rejection message; the runner and supervisor key on it."""
+REJECTION_MARKER = "rejected by Kids Text Safety"
+"""Stable start of every rejection message, followed by ``(category: <name>)``.
+
+ComfyUI reports the class as ``exception_type`` (ending in ``UnsafePromptError``) and this text as
+the message, so tracebacks read "...UnsafePromptError: rejected by Kids Text Safety (category: x)".
+"""
 
 LANGUAGES = ("en", "zh")
 _CATEGORY_NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -122,7 +126,9 @@ class TextSafetyChecker:
             entry = require_mapping(entry, file, path)
             for key in entry:
                 if key not in LANGUAGES:
-                    raise PackDataError(f"{file}: {child_path(path, key)}: unknown language (use {', '.join(LANGUAGES)})")
+                    raise PackDataError(
+                        f"{file}: {child_path(path, key)}: unknown language (use {', '.join(LANGUAGES)})"
+                    )
             for language in LANGUAGES:
                 terms_path = child_path(path, language)
                 terms = require_string_list(require_key(entry, language, file, path), file, terms_path)
@@ -143,7 +149,8 @@ class TextSafetyChecker:
         self._allow: dict[str, tuple[re.Pattern[str], ...]] = {}
         for language in LANGUAGES:
             path = child_path("allow", language)
-            phrases = require_string_list(require_key(allow, language, file, "allow"), file, path, non_empty=False)
+            phrases = require_string_list(require_key(allow, language, file, "allow"), file, path,
+                                          non_empty=False)
             self._allow[language] = tuple(
                 re.compile(self._pattern(phrase, language, file, child_path(path, index)))
                 for index, phrase in enumerate(phrases)
@@ -185,7 +192,8 @@ class TextSafetyChecker:
         rules = {hit.rule for hit in hits}
         categories = tuple(sorted({self._rules[r].category for r in rules}, key=self._severity.__getitem__))
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("text safety hits: %s", sorted({(self._rules[r].category, self._rules[r].term) for r in rules}))
+            terms = sorted({(self._rules[r].category, self._rules[r].term) for r in rules})
+            logger.debug("text safety hits: %s", terms)
         logger.info("text rejected: categories=%s rules=%d", ",".join(categories), len(rules))
         return TextSafetyDecision(False, categories[0], categories, len(rules), self._redact(text, hits))
 
