@@ -10,6 +10,7 @@ from .memory_route import register_memory_route
 from .nodes_image_safety import KidsImageSafety
 from .nodes_memory import FreeMemory, OffloadTextEncoder
 from .nodes_prompt import CuteAnimalPrompt
+from .nodes_text_safety import KidsTextSafety
 
 
 class CuteAnimalKidsExtension(ComfyExtension):
@@ -20,6 +21,7 @@ class CuteAnimalKidsExtension(ComfyExtension):
         register_memory_route()
         return [
             CuteAnimalPrompt,
+            KidsTextSafety,
             KidsImageSafety,
             OffloadTextEncoder,
             FreeMemory,

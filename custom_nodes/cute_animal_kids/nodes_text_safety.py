@@ -1,0 +1,58 @@
+"""``KidsTextSafety``: stops a workflow before any model runs when the prompt is not fit for children.
+
+The decision is made by :func:`.text_safety.check_text`, the same function the supervisor calls
+before queueing, so the node and the service cannot disagree.
+"""
+
+from __future__ import annotations
+
+from typing_extensions import override
+
+from comfy_api.latest import io
+
+from .text_safety import UnsafePromptError, check_text
+
+
+class KidsTextSafety(io.ComfyNode):
+    @classmethod
+    @override
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="KidsTextSafety",
+            display_name="Kids Text Safety",
+            category="Cute Animal Kids/safety",
+            description=(
+                "Checks a prompt (English or Chinese, including disguised spellings) for sexual, "
+                "violent, scary, weapon, drug/alcohol/tobacco, self-harm and hateful content. Safe "
+                "text passes through; otherwise the prompt stops with UnsafePromptError naming the "
+                "category, never the words."
+            ),
+            inputs=[
+                io.String.Input(
+                    "text",
+                    force_input=True,
+                    tooltip="The prompt to check, e.g. the positive output of Cute Animal Prompt "
+                    "(not the negative one, which names unsafe things on purpose).",
+                ),
+            ],
+            outputs=[
+                io.String.Output(
+                    "safe_text",
+                    display_name="text",
+                    tooltip="The same text, unchanged; only produced when it is safe.",
+                ),
+                io.String.Output(
+                    "report",
+                    display_name="report",
+                    tooltip="JSON decision: safe, category, categories, matched_rule_count and the "
+                    "text with any hit replaced by [category].",
+                ),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, text: str) -> io.NodeOutput:
+        decision = check_text(text)
+        if not decision.safe:
+            raise UnsafePromptError(decision)
+        return io.NodeOutput(text, decision.to_json())
