@@ -159,7 +159,8 @@ class JobStore:
         return await self._call(self._claim_next, instance)
 
     async def complete(self, job_id: str, attempt: int, images: list[str]) -> bool:
-        """Make the attempt's staged images the job's result, once: False if it is no longer current.
+        """Make the attempt's staged images the job's result, once: False if it is no longer current
+        (or was cancelled meanwhile: then it ends ``cancelled``).
 
         ``images`` are file names inside the staging folder. The folder becomes ``<root>/<job id>/``
         in the same transaction that checks and sets the state.
@@ -309,6 +310,13 @@ class JobStore:
         now = time.time()
         with self._transaction() as db:
             if not self._is_current(db, job_id, attempt):
+                shutil.rmtree(staging, ignore_errors=True)
+                return False
+            if db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]:
+                # Cancelled while the prompt was still being queued: the images are not wanted.
+                self._close_attempt(db, job_id, attempt, CANCELLED, now)
+                db.execute("UPDATE jobs SET state = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+                           (CANCELLED, now, now, job_id))
                 shutil.rmtree(staging, ignore_errors=True)
                 return False
             # A folder here belongs to an attempt whose commit never happened (the supervisor died

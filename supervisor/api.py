@@ -1,0 +1,314 @@
+"""The HTTP API (aiohttp.web), versioned under ``/v1``; ``supervisor/openapi.yaml`` describes it.
+
+Every error is JSON ``{"error": {"code", "message", "field"?}}``. With a token configured, every
+route but ``/healthz`` needs ``Authorization: Bearer <token>``. Job ids are checked to be UUIDs
+before the store is asked and before any file path is built; image paths come from the store only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import yaml
+from aiohttp import web
+
+from .config import NAME_PATTERN
+from .job_request import FieldError, valid_idempotency_key, valid_job_id
+from .job_store import STATES, TERMINAL_STATES, IdempotencyConflict, Job
+from .service import JobService, ServiceUnavailable
+
+log = logging.getLogger("supervisor.api")
+
+OPENAPI_FILE = Path(__file__).with_name("openapi.yaml")
+SERVICE_KEY = web.AppKey("service", JobService)
+OPENAPI_KEY = web.AppKey("openapi", dict)
+PUBLIC_PATHS = frozenset({"/healthz"})
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own errors (404, 405, 413…) as JSON too, and never a traceback to the client."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status, "http_error")
+        response = error_response(exc.status, code, exc.reason)
+        for name in ("Allow", "WWW-Authenticate"):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+        return response
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "internal error (see the supervisor's log)")
+
+
+def token_auth(token: str | None) -> Callable[..., Awaitable[web.StreamResponse]]:
+    expected = f"Bearer {token}".encode() if token else b""
+
+    @web.middleware
+    async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if token and request.path not in PUBLIC_PATHS:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                response = error_response(401, "unauthorized", "missing or wrong bearer token")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="cute-animal-kids"'
+                return response
+        return await handler(request)
+
+    return check_token
+
+
+def create_app(service: JobService) -> web.Application:
+    http = service.settings.http
+    app = web.Application(middlewares=[json_errors, token_auth(http.token)],
+                          client_max_size=http.max_body_bytes)
+    app[SERVICE_KEY] = service
+    app[OPENAPI_KEY] = yaml.safe_load(OPENAPI_FILE.read_text())
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/openapi.yaml", openapi_yaml)
+    app.router.add_get("/v1/openapi.json", openapi_json)
+    app.router.add_post("/v1/jobs", submit_job)
+    app.router.add_get("/v1/jobs", list_jobs)
+    app.router.add_get("/v1/jobs/{job_id}", get_job)
+    app.router.add_delete("/v1/jobs/{job_id}", cancel_job)
+    app.router.add_get("/v1/jobs/{job_id}/images/{index}", get_image)
+    app.router.add_get("/v1/jobs/{job_id}/events", job_events)
+    app.router.add_get("/v1/instances", list_instances)
+    app.router.add_post("/v1/instances/{name}/restart", restart_instance)
+    app.router.add_post("/v1/instances/{name}/drain", drain_instance)
+    return app
+
+
+# ---------------------------------------------------------------------- health, metrics, docs
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    ready = service.ready_instances()
+    ok = ready > 0 and service.accepting
+    return web.json_response({"ready": ok, "instances_ready": ready, "accepting": service.accepting},
+                             status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    service.metrics.set_job_counts(await service.store.counts())
+    return web.Response(body=service.metrics.render(),
+                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def openapi_yaml(request: web.Request) -> web.Response:
+    return web.Response(text=OPENAPI_FILE.read_text(), content_type="application/yaml")
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI_KEY])
+
+
+# ---------------------------------------------------------------------- jobs
+
+
+async def submit_job(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not valid_idempotency_key(key):
+        return error_response(422, "invalid_field", "1-128 visible ASCII characters",
+                              field="Idempotency-Key")
+    raw = await request.read()  # client_max_size answers 413 beyond the limit
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return error_response(400, "invalid_json", "the body is not valid JSON", field="body")
+    try:
+        submitted = await service.submit(body, key)
+    except FieldError as exc:
+        return error_response(422, "invalid_field", exc.reason, field=exc.field)
+    except IdempotencyConflict as exc:
+        return error_response(409, "idempotency_conflict", str(exc), job_id=exc.job_id)
+    except ServiceUnavailable as exc:
+        return error_response(503, "unavailable", str(exc))
+    job = submitted.job
+    headers = {"Location": f"/v1/jobs/{job.id}"}
+    if not submitted.created:
+        headers["Idempotent-Replayed"] = "true"
+    if submitted.unsafe is not None:
+        return web.json_response(
+            {"error": {"code": "unsafe_prompt", "message": job.error, "category": job.category},
+             "job": job_json(service, job)}, status=422, headers=headers)
+    return web.json_response(job_json(service, job), status=202, headers=headers)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    state = request.query.get("state")
+    if state is not None and state not in STATES:
+        return error_response(422, "invalid_field", f"must be one of {', '.join(STATES)}", field="state")
+    limit_text = request.query.get("limit", "50")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= service.settings.http.list_limit:
+        return error_response(422, "invalid_field", f"must be 1-{service.settings.http.list_limit}",
+                              field="limit")
+    jobs = await service.store.list(state, int(limit_text))
+    return web.json_response({"jobs": [job_json(service, job) for job in jobs]})
+
+
+async def _job_or_error(request: web.Request) -> Job | web.Response:
+    job_id = request.match_info["job_id"]
+    if not valid_job_id(job_id):
+        return error_response(400, "invalid_id", "job ids are lowercase UUIDs", field="job_id")
+    job = await request.app[SERVICE_KEY].store.get(job_id)
+    if job is None:
+        return error_response(404, "not_found", f"no job {job_id}")
+    return job
+
+
+async def get_job(request: web.Request) -> web.Response:
+    job = await _job_or_error(request)
+    if isinstance(job, web.Response):
+        return job
+    return web.json_response(job_json(request.app[SERVICE_KEY], job))
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    job = await _job_or_error(request)
+    if isinstance(job, web.Response):
+        return job
+    if job.terminal:
+        return error_response(409, "already_finished", f"the job is already {job.state}", state=job.state)
+    job = await service.store.cancel(job.id) or job
+    if job.state == "running":
+        await service.dispatcher.cancel(job.id)
+    else:
+        service.events.state(job.id, job.state)
+    return web.json_response(job_json(service, job), status=202)
+
+
+async def get_image(request: web.Request) -> web.StreamResponse:
+    service = request.app[SERVICE_KEY]
+    job = await _job_or_error(request)
+    if isinstance(job, web.Response):
+        return job
+    index_text = request.match_info["index"]
+    if not index_text.isdigit() or int(index_text) >= len(job.images):
+        return error_response(404, "not_found", f"job {job.id} has {len(job.images)} image(s)", field="index")
+    root = service.store.output_root.resolve()
+    path = service.store.image_path(job.images[int(index_text)]).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        return error_response(404, "not_found", "the image file is gone")
+    return web.FileResponse(path, headers={"Cache-Control": "private, max-age=86400"})
+
+
+async def job_events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: the current state, progress while it runs, the final state; then it ends."""
+    service = request.app[SERVICE_KEY]
+    job = await _job_or_error(request)
+    if isinstance(job, web.Response):
+        return job
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    with service.events.listen(job.id) as queue:
+        job = await service.store.get(job.id) or job  # after subscribing: no change can slip between
+        await _send_event(response, "state", {"type": "state", "state": job.state, "error": job.error,
+                                              "category": job.category})
+        progress = service.events.progress(job.id)
+        if progress is not None:
+            await _send_event(response, "progress", progress)
+        if job.terminal:
+            return response
+        keepalive = service.settings.http.sse_keepalive_s
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), keepalive)
+            except asyncio.TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            await _send_event(response, event["type"], event)
+            if event["type"] == "state" and event["state"] in TERMINAL_STATES:
+                return response
+
+
+async def _send_event(response: web.StreamResponse, name: str, data: dict[str, Any]) -> None:
+    await response.write(f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode())
+
+
+def job_json(service: JobService, job: Job) -> dict[str, Any]:
+    request = dict(job.request)
+    request.pop("graph", None)
+    base = f"/v1/jobs/{job.id}"
+    return {
+        "id": job.id,
+        "state": job.state,
+        "status_url": base,
+        "events_url": f"{base}/events",
+        "request": request,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "progress": service.events.progress(job.id) if job.state == "running" else None,
+        "attempts": [attempt.to_json() for attempt in job.attempts],
+        "error": job.error,
+        "category": job.category,
+        "images": [f"{base}/images/{index}" for index in range(len(job.images))],
+    }
+
+
+# ---------------------------------------------------------------------- instances
+
+
+async def list_instances(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    counts = await service.store.counts()
+    instances = [{
+        "name": snap.name, "state": snap.state, "pid": snap.pid,
+        "rss_mb": snap.rss_mb, "device_mem_mb": snap.device_mem_mb, "jobs_run": snap.jobs_run,
+        "restarts": dict(snap.restarts), "last_restart_reason": snap.last_restart_reason,
+        "started_at": snap.started_at,
+    } for snap in service.pool.snapshot()]
+    return web.json_response({"instances": instances, "queue_depth": counts["queued"],
+                              "running_jobs": counts["running"]})
+
+
+async def _instance_action(request: web.Request, action: str) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    name = request.match_info["name"]
+    if not NAME_PATTERN.match(name):
+        return error_response(400, "invalid_name", "instance names are letters, digits, '.', '_', '-'",
+                              field="name")
+    if name not in {snap.name for snap in service.pool.snapshot()}:
+        return error_response(404, "not_found", f"no instance {name}")
+    if action == "restart":
+        service.in_background(service.pool.restart(name, reason="request"), f"restart {name}")
+    else:
+        service.in_background(service.pool.drain(name), f"drain {name}")
+    log.info("%s requested", action, extra={"instance": name})
+    return web.json_response({"instance": name, "action": action, "accepted": True}, status=202)
+
+
+async def restart_instance(request: web.Request) -> web.Response:
+    return await _instance_action(request, "restart")
+
+
+async def drain_instance(request: web.Request) -> web.Response:
+    return await _instance_action(request, "drain")

@@ -1,0 +1,222 @@
+"""``python -m supervisor``: run the service (``up``) or talk to a running one over HTTP.
+
+``up`` runs the pool, the dispatcher and the HTTP API in one process and drains on Ctrl-C/SIGTERM:
+it stops accepting, lets running jobs finish (or requeues them in the durable queue for the next
+start) and stops every ComfyUI. Every other command only uses the HTTP API (``--url``/``--token``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from runner.install_state import REPO_ROOT
+
+from .log_format import configure_logging
+from .service_client import ServiceClient, ServiceError
+from .service_config import TOKEN_ENV
+
+URL_ENV = "CAK_SUPERVISOR_URL"
+DEFAULT_URL = "http://127.0.0.1:8288"
+DEMO_PROMPT = "一只戴帽子的小熊"
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNSAFE, EXIT_FAILED = 0, 1, 2, 4, 5
+
+EXAMPLES = f"""\
+examples:
+  python -m supervisor up --demo                 # two CPU instances, a first job, then keep serving
+  python -m supervisor up --config supervisor.yaml --log-json
+  python -m supervisor status                    # instances, memory, jobs run, restarts, queue depth
+  python -m supervisor submit "{DEMO_PROMPT}" --style watercolor --wait
+  python -m supervisor jobs --state failed
+  python -m supervisor restart comfy-1
+  python -m supervisor drain comfy-2
+
+The commands other than `up` read ${URL_ENV} (default {DEFAULT_URL}) and ${TOKEN_ENV}.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m supervisor",
+        description="Cute Animal Kids job service: a durable queue of picture jobs on a self-healing "
+                    "pool of ComfyUI instances, with an HTTP API (docs/api.md).",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="run the pool, the dispatcher and the HTTP API (Ctrl-C drains)",
+                             description="Run the service until Ctrl-C or SIGTERM, then drain: no new "
+                                         "jobs, running ones finish or go back to the queue, instances stop.")
+    up.add_argument("--config", type=Path, metavar="FILE",
+                    help="YAML over supervisor/defaults.yaml and supervisor/service_defaults.yaml")
+    up.add_argument("--demo", action="store_true",
+                    help="two CPU instances, submit a first job and show it through, then keep serving")
+    up.add_argument("--log-json", action="store_true", help="log JSON lines (with job id and instance)")
+
+    def remote(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=description or help_text)
+        sub.add_argument("--url", default=os.environ.get(URL_ENV, DEFAULT_URL),
+                         help=f"the service (default ${URL_ENV} or {DEFAULT_URL})")
+        sub.add_argument("--token", default=os.environ.get(TOKEN_ENV),
+                         help=f"bearer token (default ${TOKEN_ENV})")
+        return sub
+
+    remote("status", "each instance's state, memory, jobs run and restarts; the queue depth")
+    submit = remote("submit", "submit a picture job",
+                    "Submit a job; with --wait follow its progress and save the picture.")
+    submit.add_argument("prompt", help="what to draw (English or Chinese)")
+    submit.add_argument("--style", help="picture style, e.g. watercolor, picture_book, crayon")
+    submit.add_argument("--seed", type=int)
+    submit.add_argument("--width", type=int)
+    submit.add_argument("--height", type=int)
+    submit.add_argument("--steps", type=int)
+    submit.add_argument("--workflow", help="workflow name from workflows/ (default: the service's)")
+    submit.add_argument("--idempotency-key", help="resubmitting with the same key returns the same job")
+    submit.add_argument("--wait", action="store_true", help="show progress, save the image, print its path")
+    submit.add_argument("--out", type=Path, default=REPO_ROOT / "out",
+                        help="folder for the saved images (default: out/)")
+    jobs = remote("jobs", "list recent jobs")
+    jobs.add_argument("--state", choices=["queued", "running", "succeeded", "failed", "rejected", "cancelled"])
+    jobs.add_argument("--limit", type=int, default=20)
+    for action in ("restart", "drain"):
+        sub = remote(action, f"{action} an instance" + (" (after its running job)" if action == "restart"
+                                                        else " (no new jobs until restarted)"))
+        sub.add_argument("name", help="instance name, as `status` shows it")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "up":
+        from .serve import serve  # the service's imports (pool, ComfyUI client) only when serving
+        configure_logging(json_lines=args.log_json)
+        return asyncio.run(serve(args.config, demo=args.demo))
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        return asyncio.run(_remote(args))
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _remote(args: argparse.Namespace) -> int:
+    async with ServiceClient(args.url, args.token) as client:
+        if args.command == "status":
+            return await _status(client)
+        if args.command == "submit":
+            return await _submit(client, args)
+        if args.command == "jobs":
+            data = await client.request("GET", f"/v1/jobs?limit={args.limit}"
+                                        + (f"&state={args.state}" if args.state else ""))
+            for job in data["jobs"]:
+                when = time.strftime("%H:%M:%S", time.localtime(job["created_at"]))
+                detail = job["error"] or ", ".join(job["images"])
+                prompt = (job["request"].get("prompt") or "(graph)")[:40]
+                print(f"{job['id']}  {when}  {job['state']:<9}  {len(job['attempts'])} att.  {prompt}  {detail}")
+            return EXIT_OK
+        data = await client.request("POST", f"/v1/instances/{args.name}/{args.command}")
+        print(f"{args.command} of {data['instance']} requested")
+        return EXIT_OK
+
+
+async def _status(client: ServiceClient) -> int:
+    data = await client.request("GET", "/v1/instances")
+    print(f"{'INSTANCE':<14} {'STATE':<11} {'PID':>7} {'RSS':>9} {'DEVICE':>9} {'JOBS':>5}  RESTARTS")
+    for item in data["instances"]:
+        restarts = ", ".join(f"{reason}={count}" for reason, count in sorted(item["restarts"].items())) or "-"
+        rss = f"{item['rss_mb']:.0f} MB" if item["rss_mb"] is not None else "-"
+        device = f"{item['device_mem_mb']:.0f} MB" if item["device_mem_mb"] is not None else "-"
+        print(f"{item['name']:<14} {item['state']:<11} {item['pid'] or '-':>7} {rss:>9} {device:>9} "
+              f"{item['jobs_run']:>5}  {restarts}")
+    print(f"queue depth: {data['queue_depth']}  running jobs: {data['running_jobs']}")
+    return EXIT_OK
+
+
+async def _submit(client: ServiceClient, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"prompt": args.prompt}
+    for name in ("style", "seed", "width", "height", "steps", "workflow"):
+        if getattr(args, name) is not None:
+            body[name] = getattr(args, name)
+    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
+    try:
+        job = await client.request("POST", "/v1/jobs", body=body, headers=headers)
+    except ServiceError as exc:
+        error = exc.body.get("error", {})
+        if error.get("code") == "unsafe_prompt":
+            print(f"rejected: the prompt is not suitable for children (category: {error.get('category')})",
+                  file=sys.stderr)
+            return EXIT_UNSAFE
+        raise
+    print(f"job {job['id']} {job['state']}: {client.url}{job['status_url']}", file=sys.stderr)
+    if not args.wait:
+        print(job["id"])
+        return EXIT_OK
+    return await follow_and_save(client, job["id"], args.out)
+
+
+async def follow_and_save(client: ServiceClient, job_id: str, out: Path) -> int:
+    """Show the job's progress until it ends; save its images and print their paths."""
+    bar = ProgressBar()
+    async for name, event in client.events(job_id):
+        if name == "progress":
+            bar.show(event.get("fraction", 0.0), f"{event.get('instance')} #{event.get('attempt')}")
+        elif name == "state":
+            bar.note(event["state"] + (f" ({event['error']})" if event.get("error") else ""))
+    bar.done()
+    job = await client.request("GET", f"/v1/jobs/{job_id}")
+    if job["state"] != "succeeded":
+        category = f", category {job['category']}" if job.get("category") else ""
+        print(f"job {job_id} {job['state']}{category}: {job.get('error') or ''}", file=sys.stderr)
+        return EXIT_UNSAFE if job["state"] == "rejected" else EXIT_FAILED
+    paths = []
+    for index, url in enumerate(job["images"]):
+        data = await client.download(url)
+        path = out / f"{job_id}-{index}.png"
+        await asyncio.to_thread(_save, path, data)
+        paths.append(path)
+    for path in paths:
+        print(path)
+    return EXIT_OK
+
+
+def _save(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(data)
+    partial.replace(path)
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    WIDTH = 30
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last = -1
+
+    def show(self, fraction: float, where: str) -> None:
+        percent = int(fraction * 100)
+        if self.tty:
+            filled = int(fraction * self.WIDTH)
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {percent:3d}%  {where}  ")
+            sys.stderr.flush()
+        elif percent // 25 != self.last // 25:
+            print(f"{percent:3d}%  {where}", file=sys.stderr)
+        self.last = percent
+
+    def note(self, text: str) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+        print(text, file=sys.stderr)
+
+    def done(self) -> None:
+        sys.stderr.flush()
+

@@ -1,0 +1,254 @@
+"""Hands queued jobs to READY instances, one job per instance, and records how each attempt ended.
+
+A lost instance (crash, hang, leak, recycle, restart by request) requeues the job for another
+instance until ``max_attempts`` are used up; then it fails listing every attempt's reason.
+Deterministic outcomes are final at once: an unsafe prompt or image is ``rejected`` with its
+category, a refused graph is ``rejected``, a node error is ``failed``. Images are staged per
+attempt and become the job's result in the store's one transaction, so a job that ran twice still
+has exactly one result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.errors import (
+    ComfyError, ExecutionFailed, Interrupted, PromptRejected, RunTimeout, ServerGone,
+    ServerUnreachable, UnsafeContent, UsageError, ValidationFailed,
+)
+from runner.events import ComfyEvent, RunResult
+
+from .job_events import JobEvents
+from .job_request import FieldError, JobRequest
+from .job_store import (
+    CANCELLED, FAILED, QUEUED, REJECTED, SUCCEEDED, SUPERVISOR_SHUTDOWN, Job, JobStore,
+)
+from .metrics import ServiceMetrics
+from .pool import InstanceLost, Pool, PoolUnavailable
+from .workflow_catalog import WorkflowCatalog
+
+log = logging.getLogger("supervisor.jobs")
+
+# An idle dispatcher still looks at the queue this often (jobs may be requeued by a restart).
+POLL_INTERVAL_S = 2.0
+
+
+@dataclass
+class _Running:
+    job_id: str
+    attempt: int
+    instance: Any
+    task: asyncio.Task[None]
+    prompt_id: str | None = None
+
+
+class Dispatcher:
+    def __init__(self, pool: Pool, store: JobStore, catalog: WorkflowCatalog, events: JobEvents,
+                 metrics: ServiceMetrics, *, max_attempts: int) -> None:
+        self.pool = pool
+        self.store = store
+        self.catalog = catalog
+        self.events = events
+        self.metrics = metrics
+        self.max_attempts = max_attempts
+        self._wakeup = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._running: dict[str, _Running] = {}
+        self._unavailable_logged = False
+
+    @property
+    def running_jobs(self) -> int:
+        return len(self._running)
+
+    def wake(self) -> None:
+        """A job was queued: look at the queue now rather than at the next poll."""
+        self._wakeup.set()
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._loop(), name="dispatcher")
+
+    async def stop(self, drain_timeout: float) -> None:
+        """Take no new job; give running ones ``drain_timeout`` s, then requeue them for next time."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        tasks = [running.task for running in self._running.values()]
+        if tasks:
+            log.info("waiting up to %.0f s for %d running job(s)", drain_timeout, len(tasks))
+            _, pending = await asyncio.wait(tasks, timeout=drain_timeout or None)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def cancel(self, job_id: str) -> None:
+        """Interrupt a running job's prompt; the attempt then ends ``cancelled``."""
+        running = self._running.get(job_id)
+        if running is None:
+            return
+        log.info("interrupting job", extra={"job_id": job_id, "instance": running.instance.name})
+        client = running.instance.client
+        if client is None:  # the process is gone: the attempt ends as lost, then cancelled
+            return
+        try:
+            await client.interrupt(running.prompt_id)
+        except ComfyError as exc:
+            log.warning("interrupt failed: %s", exc, extra={"job_id": job_id})
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), POLL_INTERVAL_S)
+            except asyncio.TimeoutError:
+                pass
+            self._wakeup.clear()
+            try:
+                await self._dispatch_queued()
+            except asyncio.CancelledError:
+                raise
+            except PoolUnavailable as exc:  # jobs wait in the queue until an operator acts
+                if not self._unavailable_logged:
+                    log.error("jobs are waiting but %s", exc)
+                self._unavailable_logged = True
+                continue
+            except Exception:  # the loop must outlive any single failure (e.g. a full disk)
+                log.exception("dispatch failed; retrying in %.0f s", POLL_INTERVAL_S)
+
+    async def _dispatch_queued(self) -> None:
+        while (await self.store.counts())[QUEUED] > 0:
+            instance = await self.pool.acquire()
+            self._unavailable_logged = False
+            try:
+                job = await self.store.claim_next(instance.name)
+            except BaseException:
+                self.pool.release(instance)
+                raise
+            if job is None:
+                self.pool.release(instance)
+                return
+            attempt = job.current_attempt.number  # type: ignore[union-attr] - claimed jobs have one
+            task = asyncio.create_task(self._run(instance, job, attempt), name=f"job-{job.id}")
+            self._running[job.id] = _Running(job.id, attempt, instance, task)
+            task.add_done_callback(lambda _t, job_id=job.id: self._running.pop(job_id, None))
+
+    # ------------------------------------------------------------------ one attempt
+
+    async def _run(self, instance: Any, job: Job, attempt: int) -> None:
+        where = {"job_id": job.id, "instance": instance.name, "attempt": attempt}
+        log.info("job started", extra=where)
+        self.events.state(job.id, "running", instance=instance.name, attempt=attempt)
+        try:
+            graph = self.catalog.build(JobRequest.from_json(job.request))
+            result = await self.pool.run(instance, graph, on_event=self._on_event(job.id, instance, attempt))
+            names = await self._stage_images(instance, job.id, attempt, result)
+            if await self.store.complete(job.id, attempt, names):
+                log.info("job succeeded", extra={**where, "images": len(names)})
+                self.metrics.attempts.labels(SUCCEEDED).inc()
+                await self._ended(job, SUCCEEDED)
+            else:
+                await self._ended_elsewhere(job)
+        except InstanceLost as exc:
+            await self._retry(job, attempt, exc.reason, where)
+        except UnsafeContent as exc:
+            category = exc.category or "unspecified"
+            self.metrics.safety_rejections.labels(exc.kind, category).inc()
+            await self._final(job, attempt, REJECTED, f"unsafe_{exc.kind}", where,
+                              error=f"the {exc.kind} was judged unsafe for children", category=category)
+        except (PromptRejected, ValidationFailed, UsageError, FieldError) as exc:
+            await self._final(job, attempt, REJECTED, "invalid", where, error=str(exc), category="invalid")
+        except Interrupted as exc:
+            current = await self.store.get(job.id)
+            if current is not None and current.cancel_requested:
+                await self._final(job, attempt, CANCELLED, "cancelled", where)
+            else:  # someone else interrupted the instance: not the job's fault
+                await self._retry(job, attempt, "interrupted", where, str(exc))
+        except ExecutionFailed as exc:
+            await self._final(job, attempt, FAILED, "node_error", where, error=str(exc))
+        except (ServerGone, ServerUnreachable, RunTimeout) as exc:
+            await self._retry(job, attempt, type(exc).__name__, where, str(exc))
+        except asyncio.CancelledError:
+            # Shutdown: the next start takes the job again (this attempt does not count).
+            await asyncio.shield(self.store.retry_or_fail(job.id, attempt, SUPERVISOR_SHUTDOWN,
+                                                          self.max_attempts))
+            log.info("job requeued for the next start", extra=where)
+            raise
+        except Exception as exc:
+            log.exception("job failed unexpectedly", extra=where)
+            await self._final(job, attempt, FAILED, "supervisor_error", where, error=f"internal error: {exc}")
+        finally:
+            self.pool.release(instance)  # a no-op for an instance that was lost meanwhile
+            self.wake()
+
+    def _on_event(self, job_id: str, instance: Any, attempt: int):
+        def handle(event: ComfyEvent) -> None:
+            running = self._running.get(job_id)
+            if running is not None and running.prompt_id is None and event.data.get("prompt_id"):
+                running.prompt_id = str(event.data["prompt_id"])
+            self.events.comfy_event(job_id, instance.name, attempt, event)
+        return handle
+
+    async def _stage_images(self, instance: Any, job_id: str, attempt: int, result: RunResult) -> list[str]:
+        """Download the run's images into the attempt's staging folder; their file names."""
+        folder = self.store.staging_dir(job_id, attempt)
+        client = instance.client
+        if client is None:
+            raise InstanceLost("crash", instance.name)
+        names = []
+        for index, image in enumerate(result.images):
+            data = await client.download(image)
+            name = f"{index}{Path(image.filename).suffix.lower() or '.png'}"
+            await asyncio.to_thread(_write_file, folder / name, data)
+            names.append(name)
+        return names
+
+    async def _retry(self, job: Job, attempt: int, reason: str, where: dict[str, Any],
+                     detail: str = "") -> None:
+        self.metrics.attempts.labels(reason).inc()
+        after = await self.store.retry_or_fail(job.id, attempt, reason, self.max_attempts)
+        if after is None:
+            return
+        log.warning("instance lost under the job (%s%s): %s", reason, f": {detail}" if detail else "",
+                    "requeued" if after.state == QUEUED else after.state, extra=where)
+        if after.state == QUEUED:
+            self.events.state(job.id, QUEUED, reason=reason)
+        else:
+            await self._ended(after, after.state)
+
+    async def _final(self, job: Job, attempt: int, state: str, reason: str, where: dict[str, Any], *,
+                     error: str | None = None, category: str | None = None) -> None:
+        if await self.store.finish(job.id, attempt, state, reason, error=error, category=category):
+            log.info("job %s (%s)", state, error or reason, extra=where)
+            self.metrics.attempts.labels(reason).inc()
+            await self._ended(job, state)
+        else:
+            await self._ended_elsewhere(job)
+
+    async def _ended(self, job: Job, state: str) -> None:
+        """A final state: its duration, and the news to whoever follows the job."""
+        self.metrics.job_duration.labels(state).observe(max(0.0, time.time() - job.created_at))
+        current = await self.store.get(job.id)
+        self.events.state(job.id, state, error=current.error if current else None,
+                          category=current.category if current else None)
+
+    async def _ended_elsewhere(self, job: Job) -> None:
+        """The attempt was no longer current (cancelled meanwhile): report the stored state."""
+        current = await self.store.get(job.id)
+        if current is not None:
+            self.events.state(job.id, current.state, error=current.error, category=current.category)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    with open(partial, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)

@@ -1,0 +1,151 @@
+"""What a client may ask for: the body of ``POST /v1/jobs``, checked field by field.
+
+Every problem becomes a ``FieldError`` naming the field, answered 422. Types and broad bounds are
+checked here; the chosen workflow's own manifest then checks its limits (``workflow_catalog``).
+Job ids are checked here too, before any file path is built from one.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+WORKFLOW_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,63}$")
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
+# Broad sanity bounds; a workflow's manifest may be stricter.
+INT_FIELDS: dict[str, tuple[int, int]] = {
+    "seed": (0, 2**64 - 1),
+    "width": (16, 4096),
+    "height": (16, 4096),
+    "steps": (1, 200),
+}
+PARAM_FIELDS = ("style", *INT_FIELDS)
+FIELDS = ("prompt", "workflow", "graph", *PARAM_FIELDS)
+MAX_GRAPH_NODES = 500
+
+
+class FieldError(ValueError):
+    """A request field is missing or wrong; ``field`` names it (``body`` for the whole body)."""
+
+    def __init__(self, field_name: str, reason: str) -> None:
+        super().__init__(f"{field_name}: {reason}")
+        self.field = field_name
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A checked request: the prompt, the workflow and the parameters that were given."""
+
+    workflow: str
+    prompt: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    graph: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """What the job store keeps (and ``from_json`` reads back for each attempt)."""
+        data: dict[str, Any] = {"workflow": self.workflow, **self.params}
+        if self.prompt is not None:
+            data["prompt"] = self.prompt
+        if self.graph is not None:
+            data["graph"] = self.graph
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "JobRequest":
+        return cls(workflow=data["workflow"], prompt=data.get("prompt"), graph=data.get("graph"),
+                   params={key: data[key] for key in PARAM_FIELDS if key in data})
+
+    def texts(self) -> Iterator[str]:
+        """Every text a safety check must see: the prompt, and each string input of a raw graph."""
+        if self.prompt is not None:
+            yield self.prompt
+        for node in (self.graph or {}).values():
+            for value in node.get("inputs", {}).values():
+                if isinstance(value, str):
+                    yield value
+
+
+def parse_job_request(body: Any, *, max_prompt_chars: int, allow_graphs: bool,
+                      default_workflow: str) -> JobRequest:
+    """Check a decoded JSON body; ``FieldError`` on the first problem."""
+    if not isinstance(body, dict):
+        raise FieldError("body", "must be a JSON object")
+    for key in body:
+        if key not in FIELDS:
+            raise FieldError(str(key)[:64], f"unknown field (known: {', '.join(FIELDS)})")
+    graph = _graph(body.get("graph"), allow_graphs)
+    prompt = body.get("prompt")
+    if prompt is None:
+        if graph is None:
+            raise FieldError("prompt", "is required")
+    else:
+        prompt = _prompt(prompt, max_prompt_chars)
+    workflow = body.get("workflow", default_workflow)
+    if graph is not None:
+        if "workflow" in body:
+            raise FieldError("workflow", "give either a workflow or a graph, not both")
+        workflow = "graph"
+    elif not isinstance(workflow, str) or not WORKFLOW_NAME.match(workflow):
+        raise FieldError("workflow", "must be a workflow name (lowercase letters, digits, '_' or '-')")
+    params: dict[str, Any] = {}
+    style = body.get("style")
+    if style is not None:
+        if not isinstance(style, str) or not STYLE_NAME.match(style):
+            raise FieldError("style", "must be a style name (letters, digits, spaces, '_' or '-')")
+        params["style"] = style
+    for name, (low, high) in INT_FIELDS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FieldError(name, "must be an integer")
+        if not low <= value <= high:
+            raise FieldError(name, f"must be between {low} and {high}")
+        params[name] = value
+    if graph is not None and params:
+        raise FieldError(next(iter(params)), "parameters apply to workflows, not to a raw graph")
+    return JobRequest(workflow=workflow, prompt=prompt, params=params, graph=graph)
+
+
+def _prompt(value: Any, max_chars: int) -> str:
+    if not isinstance(value, str):
+        raise FieldError("prompt", "must be a string")
+    text = value.strip()
+    if not text:
+        raise FieldError("prompt", "must not be empty")
+    if len(text) > max_chars:
+        raise FieldError("prompt", f"is longer than {max_chars} characters")
+    if any(unicodedata.category(char) == "Cc" for char in text):
+        raise FieldError("prompt", "must not contain control characters")
+    return text
+
+
+def _graph(value: Any, allowed: bool) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not allowed:
+        raise FieldError("graph", "raw graphs are not accepted by this service (name a workflow)")
+    if not isinstance(value, dict) or not value or len(value) > MAX_GRAPH_NODES:
+        raise FieldError("graph", f"must be an API-format graph with 1-{MAX_GRAPH_NODES} nodes")
+    for node_id, node in value.items():
+        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str) \
+                or not isinstance(node.get("inputs", {}), dict):
+            raise FieldError("graph", f"node {str(node_id)[:32]} must have a class_type and inputs")
+    return value
+
+
+def valid_job_id(text: str) -> bool:
+    """A canonical lowercase UUID, the only form job ids take (checked before any path is built)."""
+    try:
+        return str(uuid.UUID(text)) == text
+    except (ValueError, TypeError, AttributeError):
+        return False
+
+
+def valid_idempotency_key(text: str) -> bool:
+    return bool(IDEMPOTENCY_KEY.match(text))

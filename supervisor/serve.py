@@ -1,0 +1,115 @@
+"""``python -m supervisor up``: the service and its HTTP API in one process, drained on a signal.
+
+The HTTP API starts first (``/healthz`` answers and jobs queue while ComfyUI starts); ``/readyz``
+turns 200 once an instance serves. On SIGINT/SIGTERM: stop accepting, let running jobs finish for
+``jobs.drain_timeout_s`` (the rest stay in the durable queue for the next start), stop instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from runner.install_state import REPO_ROOT, NotInstalledError
+
+from .api import create_app
+from .config import ConfigError, load_config
+from .job_request import FieldError
+from .job_store import TERMINAL_STATES
+from .service import JobService
+from .service_config import service_config
+
+log = logging.getLogger("supervisor")
+
+DEMO_PROMPT = "一只戴帽子的小熊"
+DEMO_STYLE = "watercolor"
+HTTP_SHUTDOWN_S = 5.0
+
+
+async def serve(config_path: Path | None, demo: bool = False) -> int:
+    try:
+        config = load_config(config_path, {"instances": 2} if demo else None)
+        settings = service_config(config, config_path.resolve().parent if config_path else REPO_ROOT)
+        service = JobService(config, settings)
+    except (ConfigError, NotInstalledError) as exc:
+        print(f"configuration problem:\n{exc}", file=sys.stderr)
+        return 2
+    http = settings.http
+    if not http.loopback and not http.token:
+        log.warning("the API listens on %s without a token: anyone who reaches it can submit jobs", http.host)
+
+    runner = web.AppRunner(create_app(service), shutdown_timeout=HTTP_SHUTDOWN_S, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, http.host, http.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        print(f"cannot listen on {http.host}:{http.port} ({exc.strerror}): set http.port in --config",
+              file=sys.stderr)
+        await runner.cleanup()
+        return 1
+    port = runner.addresses[0][1]
+    url = f"http://{'127.0.0.1' if http.host in ('0.0.0.0', '::') else http.host}:{port}"
+    print(f"Cute Animal Kids job service on {url} (API: {url}/v1/openapi.yaml)", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    demo_task: asyncio.Task[None] | None = None
+    try:
+        print(f"starting {len(config.instances)} ComfyUI instance(s) (10-40 s each on a CPU)...", flush=True)
+        await service.start()
+        if demo:
+            demo_task = asyncio.create_task(_demo_first_job(service, url))
+        await stop.wait()
+    finally:
+        print("draining: no new jobs; running ones finish or go back to the queue...", flush=True)
+        if demo_task is not None:
+            demo_task.cancel()
+        service.accepting = False
+        await service.stop()
+        await runner.cleanup()
+        print("stopped.", flush=True)
+    return 0
+
+
+async def _demo_first_job(service: JobService, url: str) -> None:
+    """Submit a first job through the service's own submission path and show it to the end."""
+    try:
+        submitted = await service.submit({"prompt": DEMO_PROMPT, "style": DEMO_STYLE})
+    except FieldError as exc:
+        print(f"demo job refused: {exc}", flush=True)
+        return
+    job = submitted.job
+    print(f"demo: submitted job {job.id} ({DEMO_PROMPT!r}, style {DEMO_STYLE}); "
+          f"follow it at {url}/v1/jobs/{job.id}", flush=True)
+    last_percent = -1
+    with service.events.listen(job.id) as queue:
+        while True:
+            current = await service.store.get(job.id)
+            if current is None or current.state in TERMINAL_STATES:
+                break
+            try:
+                event = await asyncio.wait_for(queue.get(), 5.0)
+            except asyncio.TimeoutError:
+                continue
+            if event["type"] == "progress":
+                percent = int(event["fraction"] * 100)
+                if percent // 25 != last_percent // 25:
+                    print(f"demo: {percent:3d}% on {event['instance']}", flush=True)
+                last_percent = percent
+            elif event["type"] == "state":
+                print(f"demo: {event['state']}", flush=True)
+    if current is not None and current.state == "succeeded":
+        for relative in current.images:
+            print(f"demo: image saved at {service.store.image_path(relative)}", flush=True)
+    elif current is not None:
+        print(f"demo: job ended {current.state}: {current.error}", flush=True)
+    print(f"serving on {url}; try: python -m supervisor submit \"一只戴帽子的小熊\" --style watercolor "
+          f"--wait --url {url}   (Ctrl-C stops)", flush=True)

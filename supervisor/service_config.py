@@ -1,0 +1,133 @@
+"""Settings of the job service: the ``http`` and ``jobs`` sections, over ``service_defaults.yaml``.
+
+``supervisor.config`` validates the pool's settings and hands these two sections through as they
+are; this module checks them the same way (every problem names its key, ``ConfigError``) so a bad
+file fails before any ComfyUI starts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runner.install_state import REPO_ROOT
+
+from .config import ConfigError, SupervisorConfig, merge
+
+SERVICE_DEFAULTS_FILE = Path(__file__).with_name("service_defaults.yaml")
+TOKEN_ENV = "CAK_SUPERVISOR_TOKEN"
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    host: str
+    port: int
+    token: str | None
+    max_body_bytes: int
+    sse_keepalive_s: float
+    list_limit: int
+
+    @property
+    def loopback(self) -> bool:
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return self.host == "localhost"
+
+
+@dataclass(frozen=True)
+class JobsConfig:
+    db_path: Path
+    images_dir: Path
+    max_attempts: int
+    max_prompt_chars: int
+    default_workflow: str
+    allow_graphs: bool
+    max_queue: int
+    drain_timeout_s: float
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    http: HttpConfig
+    jobs: JobsConfig
+
+
+def service_config(config: SupervisorConfig, base_dir: Path | None = None) -> ServiceConfig:
+    """The job service's settings from a loaded supervisor config.
+
+    Relative paths are relative to ``base_dir``: the config file's folder (the repository without one).
+    """
+    defaults = yaml.safe_load(SERVICE_DEFAULTS_FILE.read_text())
+    http = merge(defaults["http"], config.raw_sections.get("http", {}))
+    jobs = merge(defaults["jobs"], config.raw_sections.get("jobs", {}))
+    problems: list[str] = []
+    _known(http, defaults["http"], "http.", problems)
+    _known(jobs, defaults["jobs"], "jobs.", problems)
+    base = base_dir or REPO_ROOT
+
+    token = os.environ.get(TOKEN_ENV) or http["token"]
+    if token is not None and (not isinstance(token, str) or len(token) < 8):
+        problems.append("http.token: must be a string of at least 8 characters, or null")
+    http_config = HttpConfig(
+        host=_string(http, "host", "http.", problems),
+        port=_integer(http, "port", "http.", problems, 0, 65535),
+        token=token if isinstance(token, str) else None,
+        max_body_bytes=_integer(http, "max_body_bytes", "http.", problems, 1024, 64 << 20),
+        sse_keepalive_s=float(_integer(http, "sse_keepalive_s", "http.", problems, 1, 3600)),
+        list_limit=_integer(http, "list_limit", "http.", problems, 1, 10000),
+    )
+    allow_graphs = jobs["allow_graphs"]
+    if not isinstance(allow_graphs, bool):
+        problems.append("jobs.allow_graphs: must be true or false")
+    jobs_config = JobsConfig(
+        db_path=_path(jobs["db_path"], base, config.output_root / "jobs.sqlite3", "jobs.db_path", problems),
+        images_dir=_path(jobs["images_dir"], base, config.output_root / "job-images", "jobs.images_dir",
+                         problems),
+        max_attempts=_integer(jobs, "max_attempts", "jobs.", problems, 1, 100),
+        max_prompt_chars=_integer(jobs, "max_prompt_chars", "jobs.", problems, 1, 100_000),
+        default_workflow=_string(jobs, "default_workflow", "jobs.", problems),
+        allow_graphs=bool(allow_graphs),
+        max_queue=_integer(jobs, "max_queue", "jobs.", problems, 1, 10_000_000),
+        drain_timeout_s=float(_integer(jobs, "drain_timeout_s", "jobs.", problems, 0, 86400)),
+    )
+    if problems:
+        raise ConfigError(problems)
+    return ServiceConfig(http=http_config, jobs=jobs_config)
+
+
+def _known(data: dict[str, Any], defaults: dict[str, Any], prefix: str, problems: list[str]) -> None:
+    for key in data:
+        if key not in defaults:
+            problems.append(f"{prefix}{key}: unknown setting (known: {', '.join(sorted(defaults))})")
+
+
+def _integer(data: dict[str, Any], key: str, prefix: str, problems: list[str], low: int, high: int) -> int:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        problems.append(f"{prefix}{key}: must be an integer {low}-{high}")
+        return low
+    return value
+
+
+def _string(data: dict[str, Any], key: str, prefix: str, problems: list[str]) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value.strip():
+        problems.append(f"{prefix}{key}: must be a non-empty string")
+        return ""
+    return value
+
+
+def _path(value: Any, base: Path, default: Path, key: str, problems: list[str]) -> Path:
+    if value is None:
+        return default
+    if not isinstance(value, str) or not value.strip():
+        problems.append(f"{key}: must be a path or null")
+        return default
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
