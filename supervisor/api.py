@@ -18,6 +18,7 @@ import yaml
 from aiohttp import web
 
 from .config import NAME_PATTERN
+from .dashboard_routes import DASHBOARD_PATHS, add_dashboard_routes
 from .job_request import FieldError, valid_idempotency_key, valid_job_id
 from .job_store import STATES, TERMINAL_STATES, IdempotencyConflict, Job
 from .service import JobService, ServiceUnavailable
@@ -27,7 +28,7 @@ log = logging.getLogger("supervisor.api")
 OPENAPI_FILE = Path(__file__).with_name("openapi.yaml")
 SERVICE_KEY = web.AppKey("service", JobService)
 OPENAPI_KEY = web.AppKey("openapi", dict)
-PUBLIC_PATHS = frozenset({"/healthz"})
+PUBLIC_PATHS = frozenset({"/healthz", *DASHBOARD_PATHS})  # the dashboard page holds no data
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -92,6 +93,7 @@ def create_app(service: JobService) -> web.Application:
     app.router.add_get("/v1/instances", list_instances)
     app.router.add_post("/v1/instances/{name}/restart", restart_instance)
     app.router.add_post("/v1/instances/{name}/drain", drain_instance)
+    add_dashboard_routes(app)
     return app
 
 
