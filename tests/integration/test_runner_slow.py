@@ -1,4 +1,4 @@
-"""A ComfyUI killed mid-run: the CLI ends with the server-gone exit code and one line, not a hang."""
+"""Slow runner tests that start their own ComfyUI: a server killed mid-run, and `demo`."""
 
 from __future__ import annotations
 
@@ -37,3 +37,13 @@ def test_server_killed_mid_run_exits_with_server_gone(tmp_path: Path):
         assert "Traceback" not in stderr and stdout == ""
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_demo_starts_comfyui_draws_and_stops(tmp_path: Path):
+    result = subprocess.run([sys.executable, "-m", "runner", "demo", "--out", str(tmp_path)], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    image = Path(result.stdout.strip())
+    assert image.is_file() and image.parent == tmp_path.resolve()
+    assert "this takes 10-40 s" in result.stderr and "stopping ComfyUI" in result.stderr
