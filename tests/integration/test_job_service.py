@@ -1,0 +1,243 @@
+"""The job service end to end: one real supervisor (two CPU instances, a token) shared by the tests.
+
+Through the HTTP API and the CLI: a job succeeds with one image, bad requests get a 4xx with a
+reason and leave the service healthy, unsafe prompts never reach an instance, a token guards every
+route but /healthz, an instance SIGKILLed mid-job costs the job nothing but an attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from PIL import Image
+
+from runner.install_state import REPO_ROOT
+from tests.job_service import SupervisorProcess
+
+TOKEN = "test-token-0123456789"
+SLOW_STEPS = 40  # long enough on the CPU models to act while the sampler runs
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    supervisor = SupervisorProcess(tmp_path_factory.mktemp("job-service"), instances=2, token=TOKEN)
+    try:
+        supervisor.start(ready=2)
+        yield supervisor
+    finally:
+        supervisor.stop()
+
+
+def healthy(service: SupervisorProcess) -> bool:
+    return service.call("GET", "/healthz", token=False) == (200, {"status": "ok"})
+
+
+def test_job_succeeds_with_one_png_and_no_prompt_in_it(service):
+    job = service.submit(prompt="一只戴帽子的小熊", style="watercolor", width=64, height=64, steps=2)
+    assert job["state"] == "queued" and job["status_url"] == f"/v1/jobs/{job['id']}"
+    done = service.wait_job(job["id"])
+    assert done["state"] == "succeeded", done
+    assert len(done["images"]) == 1 and len(done["attempts"]) == 1
+    assert done["attempts"][0]["reason"] == "succeeded"
+    status, headers, png = service.request("GET", done["images"][0])
+    assert status == 200 and headers["Content-Type"] == "image/png" and png.startswith(b"\x89PNG")
+    path = service.base_dir / "out" / "job-images" / job["id"] / "0.png"
+    with Image.open(path) as image:
+        assert "戴帽子" not in json.dumps({k: str(v) for k, v in image.info.items()}, ensure_ascii=False)
+
+
+def test_event_stream_of_a_finished_job_gives_its_state_and_ends(service):
+    job = service.submit(prompt="a small panda", width=64, height=64, steps=1)
+    service.wait_job(job["id"])
+    status, headers, body = service.request("GET", f"/v1/jobs/{job['id']}/events")
+    assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
+    assert body.decode().startswith("event: state\n") and '"state": "succeeded"' in body.decode()
+
+
+def test_unsafe_prompt_is_422_with_category_and_never_runs(service):
+    before = {i["name"]: i["jobs_run"] for i in service.get("/v1/instances")["instances"]}
+    status, data = service.call("POST", "/v1/jobs", {"prompt": "a bear with a gun covered in blood"})
+    assert status == 422
+    assert data["error"]["code"] == "unsafe_prompt" and data["error"]["category"]
+    job = service.get(f"/v1/jobs/{data['job']['id']}")
+    assert job["state"] == "rejected" and job["attempts"] == [] and job["category"] == data["error"]["category"]
+    after = {i["name"]: i["jobs_run"] for i in service.get("/v1/instances")["instances"]}
+    assert after == before
+    metrics = service.request("GET", "/metrics")[2].decode()
+    assert f'cak_safety_rejections_total{{category="{job["category"]}",stage="prompt"}}' in metrics
+
+
+@pytest.mark.parametrize(("body", "status", "field"), [
+    (b"{not json", 400, "body"),
+    (b"[1, 2]", 422, "body"),
+    (b"{}", 422, "prompt"),
+    (b'{"prompt": 5}', 422, "prompt"),
+    (b'{"prompt": "   "}', 422, "prompt"),
+    (b'{"prompt": "a cat", "width": "big"}', 422, "width"),
+    (b'{"prompt": "a cat", "width": 65}', 422, "width"),
+    (b'{"prompt": "a cat", "seed": -1}', 422, "seed"),
+    (b'{"prompt": "a cat", "steps": true}', 422, "steps"),
+    (b'{"prompt": "a cat", "style": "no/such style"}', 422, "style"),
+    (b'{"prompt": "a cat", "style": "gothic"}', 422, "style"),
+    (b'{"prompt": "a cat", "workflow": "nope"}', 422, "workflow"),
+    (b'{"prompt": "a cat", "workflow": "../../etc/passwd"}', 422, "workflow"),
+    (b'{"prompt": "a cat", "colour": "red"}', 422, "colour"),
+    (b'{"prompt": "a cat", "graph": {"1": {"class_type": "SaveImage", "inputs": {}}}}', 422, "graph"),
+    (json.dumps({"prompt": "a cat " * 100}).encode(), 422, "prompt"),
+])
+def test_bad_submissions_name_the_field_and_the_service_stays_healthy(service, body, status, field):
+    got, _, payload = service.request("POST", "/v1/jobs", raw=body)
+    data = json.loads(payload)
+    assert got == status, data
+    assert data["error"]["field"] == field and data["error"]["message"]
+    assert healthy(service)
+
+
+def test_huge_body_is_413(service):
+    status, _, payload = service.request("POST", "/v1/jobs", raw=b'{"prompt": "' + b"a" * 200_000 + b'"}')
+    assert status == 413 and json.loads(payload)["error"]["code"] == "body_too_large"
+    assert healthy(service)
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/jobs/not-a-uuid",
+    "/v1/jobs/..%2F..%2Fetc%2Fpasswd",
+    "/v1/jobs/..%2F..%2Fetc%2Fpasswd/images/0",
+    "/v1/jobs/%2E%2E/events",
+    f"/v1/jobs/{str(uuid.uuid4()).upper()}",
+])
+def test_bad_ids_are_400(service, path):
+    status, data = service.call("GET", path)
+    assert status == 400 and data["error"]["field"] == "job_id"
+    assert healthy(service)
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", f"/v1/jobs/{uuid.uuid4()}", 404),
+    ("DELETE", f"/v1/jobs/{uuid.uuid4()}", 404),
+    ("GET", "/v1/jobs/../../etc/passwd", 404),
+    ("GET", "/v1/nothing", 404),
+    ("PUT", "/v1/jobs", 405),
+    ("GET", "/v1/jobs?state=lost", 422),
+    ("GET", "/v1/jobs?limit=0", 422),
+    ("POST", "/v1/instances/nobody/restart", 404),
+    ("POST", "/v1/instances/..%2Fx/drain", 400),
+])
+def test_unknown_things_are_4xx_json(service, method, path, status):
+    got, data = service.call(method, path)
+    assert got == status and data["error"]["message"]
+    assert healthy(service)
+
+
+def test_missing_image_index_is_404(service):
+    job = service.get("/v1/jobs?state=succeeded&limit=1")["jobs"][0]
+    status, data = service.call("GET", f"/v1/jobs/{job['id']}/images/7")
+    assert status == 404 and data["error"]["field"] == "index"
+
+
+def test_token_is_required_everywhere_but_healthz(service):
+    for method, path in [("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/v1/jobs"),
+                         ("POST", "/v1/jobs"), ("GET", "/v1/instances"), ("GET", "/v1/openapi.json"),
+                         ("GET", f"/v1/jobs/{uuid.uuid4()}"), ("POST", "/v1/instances/comfy-1/restart")]:
+        for token in (False, "wrong-token-123"):
+            status, data = service.call(method, path, {"prompt": "a cat"} if method == "POST" else None,
+                                        token=token)
+            assert status == 401 and data["error"]["code"] == "unauthorized", (method, path)
+    assert healthy(service)
+    assert service.call("GET", "/readyz")[0] == 200
+
+
+def test_idempotency_key_returns_the_same_job(service):
+    key = f"parent-request-{uuid.uuid4()}"
+    body = {"prompt": "a sleepy kitten", "width": 64, "height": 64, "steps": 1}
+    first = service.request("POST", "/v1/jobs", body, headers={"Idempotency-Key": key})
+    second = service.request("POST", "/v1/jobs", body, headers={"Idempotency-Key": key})
+    assert first[0] == second[0] == 202
+    assert json.loads(first[2])["id"] == json.loads(second[2])["id"]
+    assert second[1].get("Idempotent-Replayed") == "true"
+    other = service.call("POST", "/v1/jobs", {**body, "prompt": "a dog"}, headers={"Idempotency-Key": key})
+    assert other[0] == 409
+    service.wait_job(json.loads(first[2])["id"])
+
+
+def test_cancel_a_running_job(service):
+    job = service.submit(prompt="a tiny turtle", width=64, height=64, steps=SLOW_STEPS)
+    service.wait_progress(job["id"])
+    status, data = service.call("DELETE", f"/v1/jobs/{job['id']}")
+    assert status == 202
+    done = service.wait_job(job["id"])
+    assert done["state"] == "cancelled" and done["images"] == []
+    assert service.call("DELETE", f"/v1/jobs/{job['id']}")[0] == 409
+
+
+def test_cli_submit_wait_saves_the_image_and_status_lists_instances(service, tmp_path):
+    env = {**os.environ, "CAK_SUPERVISOR_URL": service.url, "CAK_SUPERVISOR_TOKEN": TOKEN}
+    submit = subprocess.run(
+        [sys.executable, "-m", "supervisor", "submit", "一只戴帽子的小熊", "--style", "watercolor",
+         "--width", "64", "--height", "64", "--steps", "2", "--wait", "--out", str(tmp_path)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert submit.returncode == 0, submit.stderr
+    path = submit.stdout.strip().splitlines()[-1]
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+    assert "succeeded" in submit.stderr and "100%" in submit.stderr
+    status = subprocess.run([sys.executable, "-m", "supervisor", "status"], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert "comfy-1" in status.stdout and "comfy-2" in status.stdout and "queue depth: " in status.stdout
+    jobs = subprocess.run([sys.executable, "-m", "supervisor", "jobs", "--state", "succeeded"], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert jobs.returncode == 0 and "succeeded" in jobs.stdout
+    unsafe = subprocess.run([sys.executable, "-m", "supervisor", "submit", "a knife and blood"], cwd=REPO_ROOT,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert unsafe.returncode == 4 and "category" in unsafe.stderr
+
+
+def test_metrics_cover_jobs_queue_and_instances(service):
+    text = service.request("GET", "/metrics")[2].decode()
+    for needle in ('cak_jobs{state="succeeded"}', "cak_queue_depth ", "cak_job_duration_seconds_bucket",
+                   'cak_instance_state{instance="comfy-1",state="ready"}', "cak_instance_rss_bytes",
+                   "cak_instance_jobs_total"):
+        assert needle in text, needle
+
+
+@pytest.mark.slow
+def test_instance_sigkilled_mid_job_the_job_succeeds_on_another(service):
+    job = service.submit(prompt="a brave little rabbit", width=64, height=64, steps=SLOW_STEPS)
+    running = service.wait_progress(job["id"])
+    victim = running["attempts"][-1]["instance"]
+    pid = next(i["pid"] for i in service.get("/v1/instances")["instances"] if i["name"] == victim)
+    os.kill(pid, signal.SIGKILL)
+    done = service.wait_job(job["id"])
+    assert done["state"] == "succeeded", done
+    assert len(done["images"]) == 1
+    first, *rest = done["attempts"]
+    assert first["instance"] == victim and first["reason"] == "crash"
+    assert rest and rest[-1]["reason"] == "succeeded" and rest[-1]["instance"] != victim
+    restarts = next(i["restarts"] for i in service.get("/v1/instances")["instances"] if i["name"] == victim)
+    assert restarts.get("crash") == 1
+    files = list((service.base_dir / "out" / "job-images" / job["id"]).iterdir())
+    assert [f.name for f in files] == ["0.png"]
+
+
+def test_drain_and_restart_an_instance(service):
+    assert service.call("POST", "/v1/instances/comfy-2/drain")[0] == 202
+    service.wait_ready(1)
+    status, data = service.call("POST", "/v1/instances/comfy-2/restart")
+    assert status == 202 and data == {"instance": "comfy-2", "action": "restart", "accepted": True}
+    deadline = time.monotonic() + 300  # only ends a hang; nothing is timed
+    while time.monotonic() < deadline:
+        comfy2 = next(i for i in service.get("/v1/instances")["instances"] if i["name"] == "comfy-2")
+        if comfy2["restarts"].get("request") == 1 and comfy2["state"] == "ready":
+            break
+        time.sleep(0.5)
+    assert comfy2["restarts"].get("request") == 1 and comfy2["state"] == "ready", comfy2
+    job = service.submit(prompt="a happy hedgehog", width=64, height=64, steps=1)
+    assert service.wait_job(job["id"])["state"] == "succeeded"

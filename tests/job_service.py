@@ -1,0 +1,169 @@
+"""A real ``python -m supervisor up`` for tests, and a small synchronous HTTP helper around it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runner.comfy_process import free_port
+from runner.install_state import REPO_ROOT
+
+FINAL_STATES = {"succeeded", "failed", "rejected", "cancelled"}
+
+
+class SupervisorProcess:
+    """One supervisor process with its own config, output root, database and port."""
+
+    def __init__(self, base_dir: Path, *, instances: int = 1, token: str | None = None,
+                 jobs: dict[str, Any] | None = None, health: dict[str, Any] | None = None) -> None:
+        self.base_dir = base_dir
+        self.port = free_port()
+        self.token = token
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config_path = base_dir / "supervisor.yaml"
+        self.log_path = base_dir / "supervisor.log"
+        config: dict[str, Any] = {
+            "instances": instances,
+            "output_root": str(base_dir / "out"),
+            "http": {"port": self.port, "token": token},
+            "jobs": {"drain_timeout_s": 5, **(jobs or {})},
+        }
+        if health:
+            config["health"] = health
+        base_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.comfy_pids: set[int] = set()
+
+    # ------------------------------------------------------------------ process
+
+    def start(self, ready: int = 1, timeout: float = 300.0) -> "SupervisorProcess":
+        env = {k: v for k, v in os.environ.items() if k not in ("CAK_SUPERVISOR_TOKEN", "CAK_SUPERVISOR_URL")}
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "up", "--config", str(self.config_path), "--log-json"],
+            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        self.wait_ready(ready, timeout)
+        return self
+
+    def wait_ready(self, count: int, timeout: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                instances = self.get("/v1/instances")["instances"]
+                self.comfy_pids |= {i["pid"] for i in instances if i["pid"]}
+                if sum(i["state"] in ("ready", "busy") for i in instances) >= count:
+                    return
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"supervisor not ready with {count} instance(s) in {timeout} s:\n{self.log_tail()}")
+
+    def _check_alive(self) -> None:
+        if self.popen is not None and self.popen.poll() is not None:
+            raise RuntimeError(f"supervisor exited with {self.popen.returncode}:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def kill(self) -> None:
+        """SIGKILL the supervisor alone, as a crash would (its ComfyUI children are left running)."""
+        assert self.popen is not None
+        self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait()
+
+    def stop(self) -> None:
+        """SIGTERM (the supervisor drains), SIGKILL if it hangs; then any ComfyUI left behind."""
+        if self.popen is not None and self.popen.poll() is None:
+            self.record_pids()
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self.kill_orphans()
+
+    def record_pids(self) -> None:
+        """Remember the ComfyUI pids now running, to clean up after a supervisor that was killed."""
+        try:
+            self.comfy_pids |= {i["pid"] for i in self.get("/v1/instances")["instances"] if i["pid"]}
+        except (urllib.error.URLError, ConnectionError, AssertionError):
+            pass
+
+    def kill_orphans(self) -> None:
+        for pid in self.comfy_pids:
+            try:
+                os.killpg(pid, signal.SIGKILL)  # each ComfyUI leads its own process group
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.comfy_pids.clear()
+
+    # ------------------------------------------------------------------ HTTP
+
+    def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+                headers: dict[str, str] | None = None, token: str | None | bool = True,
+                timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+        """Status, headers and body of one call (errors included: no exception for 4xx/5xx)."""
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        all_headers = {"Content-Type": "application/json", **(headers or {})}
+        chosen = self.token if token is True else token
+        if chosen:
+            all_headers["Authorization"] = f"Bearer {chosen}"
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=all_headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+    def call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        status, _, payload = self.request(method, path, body, **kwargs)
+        return status, (json.loads(payload) if payload else None)
+
+    def get(self, path: str) -> Any:
+        status, data = self.call("GET", path)
+        assert status == 200, (status, data)
+        return data
+
+    def submit(self, **body: Any) -> dict[str, Any]:
+        status, data = self.call("POST", "/v1/jobs", body)
+        assert status == 202, (status, data)
+        return data
+
+    def wait_job(self, job_id: str, states: set[str] = FINAL_STATES, timeout: float = 600.0) -> dict[str, Any]:
+        """The job once it is in one of ``states`` (no time assertion: the limit only stops a hang)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            job = self.get(f"/v1/jobs/{job_id}")
+            if job["state"] in states:
+                return job
+            time.sleep(0.3)
+        raise TimeoutError(f"job {job_id} not in {states} after {timeout} s:\n{self.log_tail()}")
+
+    def wait_progress(self, job_id: str, timeout: float = 600.0) -> dict[str, Any]:
+        """The job once it is running and its sampler has reported a step."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.get(f"/v1/jobs/{job_id}")
+            if job["state"] == "running" and job["progress"] and job["progress"]["value"] > 0:
+                return job
+            assert job["state"] in ("queued", "running"), job
+            time.sleep(0.2)
+        raise TimeoutError(f"job {job_id} made no progress in {timeout} s:\n{self.log_tail()}")
