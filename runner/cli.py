@@ -275,7 +275,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         state = load_state()
     except NotInstalledError as exc:
         raise UsageError(str(exc)) from None
-    process = ComfyProcess(ComfyLaunch(base_dir=VAR_DIR / "demo"), state)
+    # Per-process folder: ComfyUI empties its temp folder at start, so two demos must not share one.
+    process = ComfyProcess(ComfyLaunch(base_dir=VAR_DIR / "demo" / str(os.getpid())), state)
     say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     say(f"starting ComfyUI {state.comfyui_version} on the CPU (this takes 10-40 s; log: "
         f"{process.launch.log_path})")
