@@ -9,7 +9,7 @@ No ComfyUI imports: the supervisor uses :func:`style_names` and :func:`compose` 
 
 from __future__ import annotations
 
-import threading
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,19 +118,14 @@ class PromptComposer:
         return ComposedPrompt(positive, negative, chosen.name)
 
 
-_composers: dict[Path, PromptComposer] = {}
-_composers_lock = threading.Lock()
-
-
 def get_composer(directory: str | Path | None = None) -> PromptComposer:
     """The composer for a data directory (default: the pack's), built once."""
-    folder = data_dir(directory).resolve()
-    with _composers_lock:
-        composer = _composers.get(folder)
-        if composer is None:
-            composer = PromptComposer(load_data_file(DATA_FILE, folder))
-            _composers[folder] = composer
-        return composer
+    return _get_composer_for(data_dir(directory).resolve())
+
+
+@functools.lru_cache(maxsize=None)
+def _get_composer_for(folder: Path) -> PromptComposer:
+    return PromptComposer(load_data_file(DATA_FILE, folder))
 
 
 def style_names() -> list[str]:

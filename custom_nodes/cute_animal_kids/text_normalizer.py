@@ -21,6 +21,7 @@ imports: the supervisor uses this module before a job is queued.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import unicodedata
@@ -332,19 +333,14 @@ def _parse_homoglyphs(homoglyphs: Mapping[str, Any], file: str) -> dict[str, str
     return mapping
 
 
-_normalizers: dict[Path, TextNormalizer] = {}
-_normalizers_lock = threading.Lock()
-
-
 def get_normalizer(directory: str | Path | None = None) -> TextNormalizer:
     """The normaliser for a data directory (default: the pack's), built once."""
-    folder = data_dir(directory).resolve()
-    with _normalizers_lock:
-        normalizer = _normalizers.get(folder)
-        if normalizer is None:
-            normalizer = TextNormalizer(load_data_file(DATA_FILE, folder))
-            _normalizers[folder] = normalizer
-        return normalizer
+    return _get_normalizer_for(data_dir(directory).resolve())
+
+
+@functools.lru_cache(maxsize=None)
+def _get_normalizer_for(folder: Path) -> TextNormalizer:
+    return TextNormalizer(load_data_file(DATA_FILE, folder))
 
 
 def normalize(text: str) -> str:

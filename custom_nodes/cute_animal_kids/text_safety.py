@@ -18,10 +18,10 @@ count and a redacted copy of the text; the words themselves are logged at debug 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,19 +243,14 @@ class TextSafetyChecker:
         return "".join(parts)
 
 
-_checkers: dict[Path, TextSafetyChecker] = {}
-_checkers_lock = threading.Lock()
-
-
 def get_checker(directory: str | Path | None = None) -> TextSafetyChecker:
     """The checker for a data directory (default: the pack's), compiled once."""
-    folder = data_dir(directory).resolve()
-    with _checkers_lock:
-        checker = _checkers.get(folder)
-        if checker is None:
-            checker = TextSafetyChecker(load_data_file(DATA_FILE, folder), get_normalizer(folder))
-            _checkers[folder] = checker
-        return checker
+    return _get_checker_for(data_dir(directory).resolve())
+
+
+@functools.lru_cache(maxsize=None)
+def _get_checker_for(folder: Path) -> TextSafetyChecker:
+    return TextSafetyChecker(load_data_file(DATA_FILE, folder), get_normalizer(folder))
 
 
 def check_text(text: str) -> TextSafetyDecision:
