@@ -203,14 +203,14 @@
     }
     const low = Math.min(...known);
     const high = Math.max(...known);
-    const span = Math.max(high - low, Math.max(high * 0.02, 1));
-    const step = width / Math.max(HISTORY_POINTS - 1, 1);
-    const offset = (HISTORY_POINTS - values.length) * step;
+    // A flat line sits in the middle; otherwise the lowest sample is at the bottom, the highest on top.
+    const flat = high - low < 1;
+    const step = width / Math.max(values.length - 1, 1);
     const points = [];
     values.forEach((value, index) => {
       if (value === null || value === undefined) return;
-      const x = offset + index * step;
-      const y = height - 3 - ((value - low) / span) * (height - 6);
+      const x = values.length === 1 ? width : index * step;
+      const y = flat ? height / 2 : height - 4 - ((value - low) / (high - low)) * (height - 8);
       points.push(`${x.toFixed(1)},${y.toFixed(1)}`);
     });
     title.textContent = `${label} over the last ${known.length} samples: ` +

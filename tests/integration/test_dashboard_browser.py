@@ -1,0 +1,116 @@
+"""The operator dashboard in a real browser: a supervisor with two CPU instances and a token, a
+finished job and a rejected one, and headless Chromium reading the page the way an operator would.
+
+The supervisor is a real ``python -m supervisor up`` (``tests/job_service.py``), so the page, the
+token handling and the API are tested as deployed. Chromium is driven by
+``tests/headless_chromium.py``. The screenshot is kept in the artifacts folder (``dashboard.png``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.headless_chromium import HeadlessChromium, Page, find_chromium
+from tests.job_service import SupervisorProcess
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser,
+              pytest.mark.skipif(find_chromium() is None,
+                                 reason="no Chromium: python3 install.py --with-browser")]
+
+TOKEN = "dashboard-test-token-1234"
+GOOD_PROMPT = "一只戴帽子的小熊"
+# Refused before the queue (category "weapons"); its markup must show as text, never as HTML.
+UNSAFE_PROMPT = '<b id="xss">a bear holding a gun</b>'
+# A generous limit that only keeps a broken run from hanging; nothing is asserted about speed.
+START_TIMEOUT_S = 600
+
+
+@pytest.fixture
+def supervisor(tmp_path: Path):
+    service = SupervisorProcess(tmp_path / "service", instances=2, token=TOKEN, health={"idle_free_s": 0})
+    try:
+        service.start(ready=2, timeout=START_TIMEOUT_S)
+        yield service
+    finally:
+        service.stop()
+
+
+def _card(selector: str, job_id: str) -> str:
+    return f"document.querySelector('[data-job-id=\"{job_id}\"] {selector}')"
+
+
+async def _check_dashboard(base: str, job_id: str, rejected_id: str, work_dir: Path,
+                           artifacts_dir: Path) -> dict[str, Any]:
+    async with HeadlessChromium.launch(work_dir) as browser:
+        # 1. Without the token: the page loads and asks for it; no API data is drawn.
+        page = await browser.new_page(1440, 900)
+        await page.goto(f"{base}/")
+        await page.wait_for("!document.getElementById('token-panel').hidden")
+        assert await page.evaluate("document.querySelectorAll('[data-instance]').length") == 0
+        # ... typed into the form, it opens the dashboard.
+        await page.evaluate(f"document.getElementById('token-input').value = {json.dumps(TOKEN)};"
+                            "document.getElementById('token-form').requestSubmit(); true")
+        await _wait_for_everything(page, job_id, rejected_id)
+        await page.close()
+
+        # 2. With "#token=…" in the address (a fresh tab: its own sessionStorage), the token is
+        # taken and removed from the address bar at once.
+        page = await browser.new_page(1440, 900)
+        await page.goto(f"{base}/#token={TOKEN}")
+        found = await _wait_for_everything(page, job_id, rejected_id)
+        assert await page.evaluate("window.location.hash") == ""
+        assert await page.evaluate("sessionStorage.getItem('cak-dashboard-token')") == TOKEN
+        # Let a few more polls draw the memory lines, then keep a picture for people to look at.
+        await page.wait_for("document.querySelectorAll('.spark-line').length >= 2 && "
+                            "[...document.querySelectorAll('.spark-line')].every("
+                            "l => l.getAttribute('points').split(' ').length >= 3)")
+        await page.screenshot(artifacts_dir / "dashboard.png")
+        assert page.problems == [], page.problems
+        return found
+
+
+async def _wait_for_everything(page: Page, job_id: str, rejected_id: str) -> dict[str, Any]:
+    """Both instances READY, the job's picture loaded, the rejected job with its category."""
+    await page.wait_for("document.body.dataset.loaded === 'true'")
+    states = await page.wait_for(
+        "(() => { const s = [...document.querySelectorAll('[data-instance]')].map(c => c.dataset.state);"
+        " return s.length === 2 && s.every(x => x === 'ready') ? s : null; })()", timeout=START_TIMEOUT_S)
+    width = await page.wait_for(f"(() => {{ const img = {_card('img.thumb', job_id)};"
+                                " return img && img.complete && img.naturalWidth > 0 ? img.naturalWidth : 0; })()")
+    category = await page.wait_for(f"{_card('.placeholder .category', rejected_id)}?.textContent")
+    shown = await page.evaluate(f"{_card('.prompt', rejected_id)}.textContent")
+    assert shown == UNSAFE_PROMPT and await page.evaluate("document.getElementById('xss') === null")
+    instance_names = await page.evaluate(
+        "[...document.querySelectorAll('[data-instance]')].map(c => c.dataset.instance)")
+    jobs_run = await page.evaluate("[...document.querySelectorAll('.jobs-run')].map(e => +e.textContent)")
+    return {"states": states, "width": width, "category": category, "instances": instance_names,
+            "jobs_run": jobs_run}
+
+
+def test_dashboard_shows_instances_and_finished_job(supervisor: SupervisorProcess, tmp_path: Path,
+                                                     artifacts_dir: Path) -> None:
+    job = supervisor.submit(prompt=GOOD_PROMPT, style="watercolor", seed=7)
+    done = supervisor.wait_job(job["id"], timeout=START_TIMEOUT_S)
+    assert done["state"] == "succeeded", done
+    status, refused = supervisor.call("POST", "/v1/jobs", {"prompt": UNSAFE_PROMPT})
+    assert status == 422 and refused["error"]["category"] == "weapons", refused
+    status, _ = supervisor.call("GET", "/v1/instances", token=False)
+    assert status == 401  # the page is public, the data is not
+
+    try:
+        found = asyncio.run(_check_dashboard(supervisor.url, done["id"], refused["job"]["id"], tmp_path,
+                                             artifacts_dir))
+    except BaseException:
+        print(supervisor.log_tail())
+        raise
+    assert found["states"] == ["ready", "ready"]
+    assert sorted(found["instances"]) == ["comfy-1", "comfy-2"]
+    assert found["width"] > 0
+    assert found["category"] == "weapons"
+    assert sum(found["jobs_run"]) == 1
+    assert (artifacts_dir / "dashboard.png").stat().st_size > 10_000
