@@ -1,0 +1,402 @@
+"""One supervised ComfyUI instance: its process lifetimes, its state, and why it restarted.
+
+A ``Lifetime`` is one process from launch to stop; it ends with a reason (``crash``, ``hang``,
+``leak``, …) and the supervising task decides, through the restart policy, whether and when the
+next one starts. Hard faults end a lifetime at once; graceful reasons (leak, recycle, request) wait
+for the running job to be released. States: STARTING → READY ⇄ BUSY → DRAINING → RESTARTING, and
+FAILED after too many fault restarts in the window (until a restart is requested).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from runner.comfy_client import ComfyClient
+from runner.comfy_process import ComfyLaunch, ComfyProcess, ComfyStartError
+from runner.errors import ComfyError, RunTimeout
+from runner.install_state import InstallState
+
+from .config import HealthPolicy, InstanceConfig
+from .process_watch import wait_exit
+from .restart_policy import RestartPolicy
+from .warmup import warmup_graph
+from .watchdog import Watchdog
+
+logger = logging.getLogger("supervisor.instance")
+
+SHUTDOWN = "shutdown"  # a lifetime ended by Pool.stop: not a restart
+
+
+class InstanceState(str, Enum):
+    STARTING = "starting"
+    READY = "ready"
+    BUSY = "busy"
+    DRAINING = "draining"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class InstanceSnapshot:
+    """What an instance looks like right now (for status pages, metrics and ``on_change``)."""
+
+    name: str
+    state: str
+    url: str
+    pid: int | None
+    rss_mb: float | None
+    device_mem_mb: float | None
+    jobs_run: int
+    restarts: dict[str, int]
+    last_restart_reason: str | None
+    started_at: float | None  # wall-clock time the current process was launched
+    idle_frees: int
+    drained: bool
+
+
+class InstanceLog(logging.LoggerAdapter):
+    """Puts the instance name in every record (``record.instance``) and in front of the message."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs.setdefault("extra", {})["instance"] = self.extra["instance"]
+        return f"[{self.extra['instance']}] {msg}", kwargs
+
+
+class Lifetime:
+    """One process from launch to stop; ``ended`` resolves with the reason it must go."""
+
+    def __init__(self) -> None:
+        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.pending_reason: str | None = None  # graceful restart waiting for the job to end
+        self.job_claimed = False                # between acquire and release
+        self.job_started_at: float | None = None  # while Pool.run follows a prompt
+        self.last_event_at = 0.0
+        self.job_deadline: float | None = None
+        self.jobs = 0
+        self.idle_since = time.monotonic()
+        self.freed = False
+        self.baseline_rss_mb: float | None = None
+        self.baseline_device_mb: float | None = None
+
+    def end(self, reason: str) -> bool:
+        """Decide the reason (the first one wins); False if it was already decided."""
+        if self.ended.done():
+            return False
+        self.ended.set_result(reason)
+        return True
+
+
+class Instance:
+    """A ComfyUI process kept alive by a supervising task (see the module docstring)."""
+
+    def __init__(self, config: InstanceConfig, health: HealthPolicy, base_dir: Path, install: InstallState, *,
+                 extra_model_paths: list[Path], keep_metadata: bool,
+                 on_change: Callable[["Instance"], None]) -> None:
+        self.config = config
+        self.name = config.name
+        self.health = health
+        self.process = ComfyProcess(ComfyLaunch(
+            base_dir=base_dir, port=config.port, extra_args=list(config.extra_args),
+            extra_model_paths=list(extra_model_paths), cuda_device=config.cuda_device,
+            keep_metadata=keep_metadata), install)
+        self.policy = RestartPolicy(health.restart)
+        self.log = InstanceLog(logger, {"instance": self.name})
+        self.state = InstanceState.STOPPED
+        self.lifetime: Lifetime | None = None
+        self.client: ComfyClient | None = None  # for jobs; open while the process serves
+        self.watchdog: Watchdog | None = None
+        self.jobs_run = 0
+        self.restarts: Counter[str] = Counter()
+        self.last_restart_reason: str | None = None
+        self.started_at: float | None = None
+        self.rss_mb: float | None = None
+        self.device_mem_mb: float | None = None
+        self.idle_frees = 0
+        self.drained = False
+        self._job_life: Lifetime | None = None
+        self._on_change = on_change
+        self._stopping = False
+        self._revive = asyncio.Event()
+        self._launched = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process.running() else None
+
+    def snapshot(self) -> InstanceSnapshot:
+        return InstanceSnapshot(
+            name=self.name, state=self.state.value, url=self.url, pid=self.pid,
+            rss_mb=None if self.rss_mb is None else round(self.rss_mb, 1),
+            device_mem_mb=None if self.device_mem_mb is None else round(self.device_mem_mb, 1),
+            jobs_run=self.jobs_run, restarts=dict(self.restarts), last_restart_reason=self.last_restart_reason,
+            started_at=self.started_at, idle_frees=self.idle_frees, drained=self.drained,
+        )
+
+    def _set_state(self, state: InstanceState) -> None:
+        if state is self.state:
+            return
+        self.log.info("%s → %s", self.state.value, state.value)
+        self.state = state
+        self.changed()
+
+    def changed(self) -> None:
+        self._on_change(self)
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        """Start supervising; returns once the first process has been launched (or failed to)."""
+        self._task = asyncio.create_task(self._supervise(), name=f"instance {self.name}")
+        await self._launched.wait()
+
+    async def stop(self) -> None:
+        """End the current process (a running job is lost with reason ``shutdown``) and stay down."""
+        self._stopping = True
+        self._revive.set()
+        if self.lifetime is not None:
+            self.lifetime.end(SHUTDOWN)
+        if self._task is not None:
+            await self._task
+        self._set_state(InstanceState.STOPPED)
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            reason = await self._live()
+            if self._stopping:
+                return
+            self.restarts[reason] += 1
+            self.last_restart_reason = reason
+            decision = self.policy.decide(reason, time.monotonic())
+            if decision.give_up:
+                self.log.error("%d fault restarts within %g s: FAILED until a restart is requested",
+                               decision.faults_in_window, self.health.restart.window_s)
+                self._set_state(InstanceState.FAILED)
+                self._revive.clear()
+                await self._revive.wait()
+                self.policy.reset()
+                continue
+            self._set_state(InstanceState.RESTARTING)
+            if decision.delay_s:
+                self.log.warning("restart (%s) in %.1f s (%d faults in the window)", reason,
+                                 decision.delay_s, decision.faults_in_window)
+                await self._sleep_unless_stopping(decision.delay_s)
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        self._revive.clear()
+        try:
+            await asyncio.wait_for(self._revive.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _live(self) -> str:
+        """One process: launch, become READY, serve until a reason to end comes, stop it."""
+        life = self.lifetime = Lifetime()
+        self._set_state(InstanceState.STARTING)
+        exit_watch: asyncio.Task[None] | None = None
+        try:
+            try:
+                self.process.start()
+            except OSError as exc:
+                self.log.error("cannot launch ComfyUI: %s", exc)
+                life.end("crash")
+            else:
+                self.started_at = time.time()
+                self.log.info("launched pid %d on %s (log %s)", self.process.pid, self.url,
+                              self.process.launch.log_path)
+                exit_watch = asyncio.create_task(self._watch_exit(life))
+            self._launched.set()
+            if not life.ended.done() and await self._become_ready(life):
+                life.idle_since = time.monotonic()
+                self.watchdog.start()
+                self._set_state(InstanceState.DRAINING if self.drained else InstanceState.READY)
+            reason = await life.ended
+            self._log_end(reason)
+            return reason
+        finally:
+            if exit_watch is not None:
+                exit_watch.cancel()
+            await self._shut_down_process(life)
+
+    def _log_end(self, reason: str) -> None:
+        if reason == SHUTDOWN:
+            self.log.info("stopping")
+        else:
+            self.log.warning("restarting: %s", reason)
+
+    async def _shut_down_process(self, life: Lifetime) -> None:
+        if self.watchdog is not None:
+            await self.watchdog.stop()
+            self.watchdog = None
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+        started = self.state is InstanceState.STARTING
+        await self.process.stop(grace=self.health.kill_grace_s)
+        if started and self.config.port == 0:
+            self.process.port = 0  # the auto-picked port may be what failed: pick again next time
+        self.rss_mb = self.device_mem_mb = None
+
+    async def _watch_exit(self, life: Lifetime) -> None:
+        popen = self.process.popen
+        assert popen is not None
+        code = await wait_exit(popen)
+        if not life.ended.done():
+            self.log.error("ComfyUI exited with code %s; log tail:\n%s", code, self.process.log_tail(8))
+            life.end("crash")
+
+    async def _become_ready(self, life: Lifetime) -> bool:
+        """Wait for ``/system_stats``, then the warm-up; on failure end ``life`` and say False."""
+        answered = asyncio.create_task(self.process.wait_ready(self.health.start_timeout_s))
+        await asyncio.wait({answered, life.ended}, return_when=asyncio.FIRST_COMPLETED)
+        if life.ended.done():
+            answered.cancel()
+            return False
+        try:
+            answered.result()
+        except ComfyStartError as exc:
+            self.log.error("%s", exc)
+            life.end("unresponsive" if self.process.running() else "crash")
+            return False
+        self.client = ComfyClient(self.url)
+        await self.client.__aenter__()
+        self.watchdog = Watchdog(self, life)
+        await self.watchdog.open()
+        if self.health.warmup and not await self._warm_up(life):
+            return False
+        if self.health.warmup:
+            await self.watchdog.take_baseline()
+        return not life.ended.done()
+
+    async def _warm_up(self, life: Lifetime) -> bool:
+        graph = warmup_graph(self.health.warmup_graph)
+        started = time.monotonic()
+        run = asyncio.create_task(self.client.run(graph, timeout=self.health.warmup_timeout_s,
+                                                  step_timeout=self.health.step_timeout_s))
+        await asyncio.wait({run, life.ended}, return_when=asyncio.FIRST_COMPLETED)
+        if life.ended.done():
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+            return False
+        try:
+            run.result()
+        except RunTimeout as exc:
+            self.log.error("warm-up stuck: %s", exc)
+            life.end("hang")
+            return False
+        except ComfyError as exc:
+            self.log.error("warm-up failed: %s", exc)
+            life.end("warmup" if self.process.running() else "crash")
+            return False
+        self.log.info("warm-up done in %.1f s", time.monotonic() - started)
+        return True
+
+    # ------------------------------------------------------------------ faults and restarts
+
+    def fault(self, reason: str, detail: str = "") -> None:
+        """A hard fault (crash, unresponsive, hang): the process is killed and restarted now."""
+        life = self.lifetime
+        if life is not None and life.end(reason):
+            self.log.error("%s: %s", reason, detail or "detected")
+
+    def request_restart(self, reason: str, detail: str = "") -> None:
+        """A graceful restart (leak, recycle, request): after the running job, or now when idle."""
+        if self.state is InstanceState.FAILED:
+            self.log.info("restart requested while FAILED: trying again")
+            self._revive.set()
+            return
+        life = self.lifetime
+        if life is None or life.ended.done():
+            return
+        if life.job_claimed:
+            if life.pending_reason is None:
+                life.pending_reason = reason
+                self.log.warning("%s: %s; restart after the current job", reason, detail or "requested")
+                self._set_state(InstanceState.DRAINING)
+            return
+        self.log.warning("%s: %s", reason, detail or "requested")
+        life.end(reason)
+
+    def drain(self) -> None:
+        """Take no more jobs (the running one finishes) until a restart is requested."""
+        self.drained = True
+        if self.state is InstanceState.READY:
+            self._set_state(InstanceState.DRAINING)
+        self.changed()
+
+    def undrain(self) -> None:
+        self.drained = False
+
+    # ------------------------------------------------------------------ jobs (called by the pool)
+
+    def claim(self) -> None:
+        """READY → BUSY for one job."""
+        assert self.state is InstanceState.READY and self.lifetime is not None
+        life = self._job_life = self.lifetime
+        life.job_claimed = True
+        life.freed = False
+        self._set_state(InstanceState.BUSY)
+
+    def job_lifetime(self) -> Lifetime:
+        """The lifetime the caller's job belongs to (it must have acquired this instance)."""
+        if self._job_life is None:
+            raise RuntimeError(f"instance {self.name} was not acquired: call Pool.acquire() first")
+        return self._job_life
+
+    def job_started(self, timeout: float) -> None:
+        life = self.job_lifetime()
+        now = time.monotonic()
+        life.job_started_at = life.last_event_at = now
+        life.job_deadline = now + timeout
+
+    def heartbeat(self) -> None:
+        life = self._job_life
+        if life is not None:
+            life.last_event_at = time.monotonic()
+
+    def job_finished(self) -> None:
+        life = self._job_life
+        if life is not None:
+            life.job_started_at = life.job_deadline = None
+
+    def release(self) -> None:
+        """The job is over: check memory and job count, then READY (or restart if one is due)."""
+        life, self._job_life = self._job_life, None
+        if life is None or life is not self.lifetime or life.ended.done():
+            return  # its process is already gone; the new one was never claimed
+        life.job_claimed = False
+        life.job_started_at = life.job_deadline = None
+        life.jobs += 1
+        life.idle_since = time.monotonic()
+        self.jobs_run += 1
+        self.changed()
+        asyncio.create_task(self._after_job(life), name=f"after job {self.name}")
+
+    async def _after_job(self, life: Lifetime) -> None:
+        if self.watchdog is not None:
+            await self.watchdog.after_job()
+        if life.ended.done():
+            return
+        if life.pending_reason is not None:
+            self.log.warning("job done: restarting (%s)", life.pending_reason)
+            life.end(life.pending_reason)
+        elif self.health.max_jobs and life.jobs >= self.health.max_jobs:
+            self.log.info("%d jobs run: recycling", life.jobs)
+            life.end("recycle")
+        else:
+            self._set_state(InstanceState.DRAINING if self.drained else InstanceState.READY)

@@ -1,0 +1,176 @@
+"""The checks that watch one live ComfyUI process, each with its own restart reason.
+
+- ``unresponsive``: ``/system_stats`` failed ``probe_failures`` times in a row (e.g. SIGSTOP);
+- ``hang``: a job runs and no websocket event came for ``step_timeout_s``, or it passed its deadline.
+  ComfyUI's HTTP side keeps answering while its worker thread is stuck, so probes cannot see this;
+- ``leak``: the RSS of the process tree (or, on a GPU, torch's reserved memory) passed its limit or
+  grew too far over the baseline taken after warm-up;
+- idle release: ``POST /free`` after ``idle_free_s`` without work.
+Crashes are not polled for: ``Instance`` learns of an exit from the process's pidfd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from runner.comfy_client import ComfyClient
+from runner.errors import ComfyError
+
+from .process_watch import tree_memory
+
+if TYPE_CHECKING:
+    from .instance import Instance, Lifetime
+
+MB = 2**20
+
+
+class Watchdog:
+    """Probe, heartbeat, memory and idle loops for one process lifetime."""
+
+    def __init__(self, instance: "Instance", life: "Lifetime") -> None:
+        self.instance = instance
+        self.life = life
+        self.health = instance.health
+        # Probes get their own client: their timeout is short, a job's HTTP calls may be slow.
+        self.probe_client = ComfyClient(instance.url, request_timeout=self.health.probe_timeout_s,
+                                        connect_timeout=self.health.probe_timeout_s)
+        self.last_stats: dict | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def open(self) -> None:
+        await self.probe_client.__aenter__()
+
+    def start(self) -> None:
+        name = self.instance.name
+        loops = [self._probe_loop(), self._heartbeat_loop(), self._memory_loop()]
+        if self.health.idle_free_s:
+            loops.append(self._idle_loop())
+        self._tasks = [asyncio.create_task(loop, name=f"watchdog {name}") for loop in loops]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.probe_client.close()
+
+    # ------------------------------------------------------------------ unresponsive
+
+    async def _probe_loop(self) -> None:
+        failures = 0
+        while True:
+            await asyncio.sleep(self.health.probe_interval_s)
+            try:
+                self.last_stats = await self.probe_client.system_stats()
+                failures = 0
+            except ComfyError as exc:
+                failures += 1
+                self.instance.log.warning("health probe %d/%d failed: %s", failures,
+                                          self.health.probe_failures, exc)
+                if failures >= self.health.probe_failures:
+                    self.instance.fault("unresponsive", f"{failures} health probes failed in a row")
+                    return
+
+    # ------------------------------------------------------------------ hang
+
+    async def _heartbeat_loop(self) -> None:
+        tick = min(1.0, self.health.step_timeout_s / 4)
+        life = self.life
+        while True:
+            await asyncio.sleep(tick)
+            if life.job_started_at is None:
+                continue
+            now = time.monotonic()
+            silence = now - life.last_event_at
+            if silence >= self.health.step_timeout_s:
+                self.instance.fault("hang", f"no progress event for {silence:.0f} s while a job runs")
+                return
+            if life.job_deadline is not None and now >= life.job_deadline:
+                self.instance.fault("hang", f"job running for {now - life.job_started_at:.0f} s, past its limit")
+                return
+
+    # ------------------------------------------------------------------ leak
+
+    async def _memory_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.health.memory_interval_s)
+            await self.check_memory()
+
+    async def measure(self) -> tuple[float | None, float | None]:
+        """(RSS of the process tree, device memory) in MB; also kept on the instance for snapshots."""
+        pid = self.instance.pid
+        memory = None if pid is None else await asyncio.to_thread(tree_memory, pid)
+        rss = None if memory is None else memory.rss_mb
+        device = self._device_mem_mb()
+        self.instance.rss_mb, self.instance.device_mem_mb = rss, device
+        return rss, device
+
+    def _device_mem_mb(self) -> float | None:
+        """torch's reserved memory on this instance's GPU, from the last probe (None on the CPU).
+
+        ``/system_stats`` reports ``vram_*`` device-wide; ``torch_vram_total`` is what this process's
+        torch holds, which is the part a restart gives back.
+        """
+        if self.instance.config.cuda_device is None or not self.last_stats:
+            return None
+        devices = self.last_stats.get("devices") or []
+        if not devices or devices[0].get("type") != "cuda":
+            return None
+        return float(devices[0].get("torch_vram_total", 0)) / MB
+
+    async def take_baseline(self) -> None:
+        """Memory with the models loaded: what growth is measured against."""
+        rss, device = await self.measure()
+        self.life.baseline_rss_mb, self.life.baseline_device_mb = rss, device
+        self.instance.log.info("memory baseline: RSS %s MB, device %s MB", _mb(rss), _mb(device))
+
+    async def after_job(self) -> None:
+        """Check memory between jobs, so a leak restarts before the next job, not during it."""
+        if self.life.baseline_rss_mb is None:
+            await self.take_baseline()  # no warm-up: the first job loaded the models
+        await self.check_memory()
+
+    async def check_memory(self) -> None:
+        rss, device = await self.measure()
+        problem = self._leak(rss, device)
+        if problem:
+            self.instance.request_restart("leak", problem)
+
+    def _leak(self, rss: float | None, device: float | None) -> str | None:
+        health, life = self.health, self.life
+        for label, value, limit, baseline, growth in (
+                ("RSS", rss, health.max_rss_mb, life.baseline_rss_mb, health.max_rss_growth_mb),
+                ("device memory", device, health.max_device_mem_mb, life.baseline_device_mb,
+                 health.max_device_mem_growth_mb)):
+            if value is None:
+                continue
+            if limit and value > limit:
+                return f"{label} {value:.0f} MB is over the limit of {limit:.0f} MB"
+            if growth and baseline is not None and value - baseline > growth:
+                return (f"{label} {value:.0f} MB grew {value - baseline:.0f} MB over its baseline "
+                        f"of {baseline:.0f} MB (limit {growth:.0f} MB)")
+        return None
+
+    # ------------------------------------------------------------------ idle release
+
+    async def _idle_loop(self) -> None:
+        life = self.life
+        while True:
+            await asyncio.sleep(1.0)
+            idle = time.monotonic() - life.idle_since
+            if life.freed or life.job_claimed or idle < self.health.idle_free_s:
+                continue
+            try:
+                await self.probe_client.free(unload_models=True, free_memory=True)
+            except ComfyError as exc:
+                self.instance.log.warning("idle /free failed: %s", exc)
+                continue
+            life.freed = True
+            self.instance.idle_frees += 1
+            self.instance.log.info("idle for %.0f s: sent /free (unload models, drop cached outputs)", idle)
+            self.instance.changed()
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
