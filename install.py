@@ -53,6 +53,7 @@ EXTRA_COMFY_REQUIREMENTS = ("requests",)
 MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae", "loras")
 FREE_DISK_GB_FOR_ENV = 8.0
 CHROMIUM = "chromium"
+CJK_FONT = "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"
 MARKERS_DIR = VAR_DIR / "install" / "markers"
 LOG_DIR = VAR_DIR / "install" / "logs"
 
@@ -292,8 +293,8 @@ class Installer:
             raise StepFailed(f"could not write the CPU models to {self.models_dir} ({last[0][:200]})")
 
     def install_browser(self) -> None:
-        """Debian's Chromium for the browser tests (the editor and dashboard checks)."""
-        if not self.args.with_browser or shutil.which(CHROMIUM):
+        """Debian's Chromium for the browser tests, and a CJK font so Chinese prompts render."""
+        if not self.args.with_browser or (shutil.which(CHROMIUM) and Path(CJK_FONT).is_file()):
             return
         if os.geteuid() != 0 or not shutil.which("apt-get"):
             raise StepFailed(f"{CHROMIUM} is missing: install Debian's chromium package "
@@ -301,7 +302,7 @@ class Installer:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         log_path = LOG_DIR / "chromium.log"
         with log_path.open("w") as log:
-            for command in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
+            for command in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "fonts-wqy-zenhei"]):
                 say("    " + " ".join(command))
                 if subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
                                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}).returncode:
@@ -350,7 +351,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="models folder with diffusion_models/, text_encoders/, vae/, loras/ "
                              "(default: models/ in this repository)")
     parser.add_argument("--with-browser", action="store_true",
-                        help="also install Debian's chromium (as root) for the browser tests")
+                        help="also install Debian's chromium and a CJK font (as root) for the browser tests")
     parser.add_argument("--no-venv", action="store_true",
                         help="install into the Python running this script instead of .venv")
     return parser.parse_args(argv)

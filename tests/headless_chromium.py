@@ -41,6 +41,14 @@ FLAGS = (
 )
 
 
+def requires_chromium():
+    """Skip a browser test where no Chromium is installed, except in CI, where that is a failure."""
+    import pytest
+
+    missing = find_chromium() is None and not os.environ.get("CI")
+    return pytest.mark.skipif(missing, reason="no Chromium: python3 install.py --with-browser")
+
+
 class BrowserError(RuntimeError):
     """Chromium could not start, a CDP call failed, or page JavaScript threw."""
 

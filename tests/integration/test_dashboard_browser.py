@@ -15,12 +15,10 @@ from typing import Any
 
 import pytest
 
-from tests.headless_chromium import HeadlessChromium, Page, find_chromium
+from tests.headless_chromium import HeadlessChromium, Page, requires_chromium
 from tests.job_service import SupervisorProcess
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser,
-              pytest.mark.skipif(find_chromium() is None,
-                                 reason="no Chromium: python3 install.py --with-browser")]
+pytestmark = [pytest.mark.slow, pytest.mark.browser, requires_chromium()]
 
 TOKEN = "dashboard-test-token-1234"
 GOOD_PROMPT = "一只戴帽子的小熊"
