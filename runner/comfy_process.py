@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import psutil
 
 from .install_state import InstallState
 
@@ -65,6 +66,10 @@ class ComfyLaunch:
     def log_path(self) -> Path:
         return self.base_dir / "comfyui.log"
 
+    @property
+    def pid_path(self) -> Path:
+        return self.base_dir / "comfyui.pid"
+
 
 class ComfyProcess:
     """A ComfyUI child process in its own process group."""
@@ -111,6 +116,7 @@ class ComfyProcess:
             self.port = free_port()
         for folder in (self.launch.output_dir, self.launch.input_dir, self.launch.user_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        self._kill_stale()
         log = self.launch.log_path.open("ab")
         try:
             self.popen = subprocess.Popen(
@@ -120,6 +126,26 @@ class ComfyProcess:
             )
         finally:
             log.close()
+        self.launch.pid_path.write_text(f"{self.popen.pid}\n")
+
+    def _kill_stale(self) -> None:
+        """Kill a ComfyUI left on these folders by an owner that died without stopping it.
+
+        Each ComfyUI runs in its own process group, so a SIGKILLed supervisor leaves its instances
+        running, holding ports and memory. The pid file says which group was ours; the command line
+        must still name this instance's folders before anything is killed.
+        """
+        try:
+            pid = int(self.launch.pid_path.read_text())
+            cmdline = psutil.Process(pid).cmdline()
+        except (OSError, ValueError, psutil.Error):
+            return
+        if str(self.state.comfyui_main) in cmdline and str(self.launch.output_dir) in cmdline:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+                psutil.Process(pid).wait(timeout=10)
+            except (ProcessLookupError, psutil.Error):
+                pass
 
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -173,4 +199,5 @@ class ComfyProcess:
         self.signal_group(signal.SIGKILL)  # also reaps anything left in the group
         while self.popen.poll() is None:
             await asyncio.sleep(0.05)
+        self.launch.pid_path.unlink(missing_ok=True)
         return self.popen.returncode
