@@ -78,6 +78,7 @@ class Lifetime:
         self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.pending_reason: str | None = None  # graceful restart waiting for the job to end
         self.job_claimed = False                # between acquire and release
+        self.job_ran = False                    # a prompt was run on this claim (Pool.run)
         self.job_started_at: float | None = None  # while Pool.run follows a prompt
         self.last_event_at = 0.0
         self.job_deadline: float | None = None
@@ -361,6 +362,7 @@ class Instance:
     def job_started(self, timeout: float) -> None:
         life = self.job_lifetime()
         now = time.monotonic()
+        life.job_ran = True
         life.job_started_at = life.last_event_at = now
         life.job_deadline = now + timeout
 
@@ -381,8 +383,12 @@ class Instance:
             return  # its process is already gone; the new one was never claimed
         life.job_claimed = False
         life.job_started_at = life.job_deadline = None
-        life.jobs += 1
         life.idle_since = time.monotonic()
+        if not life.job_ran:  # acquired, then given back without a prompt: nothing to check
+            self._back_in_service(life)
+            return
+        life.job_ran = False
+        life.jobs += 1
         self.jobs_run += 1
         self.changed()
         asyncio.create_task(self._after_job(life), name=f"after job {self.name}")
@@ -390,8 +396,11 @@ class Instance:
     async def _after_job(self, life: Lifetime) -> None:
         if self.watchdog is not None:
             await self.watchdog.after_job()
-        if life.ended.done():
-            return
+        if not life.ended.done():
+            self._back_in_service(life)
+
+    def _back_in_service(self, life: Lifetime) -> None:
+        """READY (or DRAINING), unless a restart is due now that no job runs."""
         if life.pending_reason is not None:
             self.log.warning("job done: restarting (%s)", life.pending_reason)
             life.end(life.pending_reason)

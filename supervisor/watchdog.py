@@ -161,12 +161,17 @@ class Watchdog:
             idle = time.monotonic() - life.idle_since
             if life.freed or life.job_claimed or idle < self.health.idle_free_s:
                 continue
+            # One attempt per idle period: a retried request still in flight when the next job
+            # starts would unload the models right after that job.
+            life.freed = True
+            client = self.instance.client
+            if client is None:  # the process is going away
+                continue
             try:
-                await self.probe_client.free(unload_models=True, free_memory=True)
+                await client.free(unload_models=True, free_memory=True)
             except ComfyError as exc:
                 self.instance.log.warning("idle /free failed: %s", exc)
                 continue
-            life.freed = True
             self.instance.idle_frees += 1
             self.instance.log.info("idle for %.0f s: sent /free (unload models, drop cached outputs)", idle)
             self.instance.changed()

@@ -1,0 +1,52 @@
+"""Exit watch through a pidfd and the RSS of a process tree, on plain child processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from supervisor.process_watch import tree_memory, wait_exit
+
+CHILD_WITH_GRANDCHILD = (
+    "import subprocess, sys, time; "
+    "subprocess.Popen([sys.executable, '-c', 'import time; b = bytearray(b\"x\") * (64 << 20); time.sleep(60)']); "
+    "time.sleep(60)"
+)
+
+
+def test_wait_exit_returns_the_code_of_a_killed_process():
+    async def scenario() -> tuple[int, bool]:
+        popen = subprocess.Popen(["sleep", "60"])
+        waiter = asyncio.create_task(wait_exit(popen))
+        await asyncio.sleep(0.2)
+        still_waiting = not waiter.done()
+        popen.send_signal(signal.SIGKILL)
+        return await asyncio.wait_for(waiter, 30), still_waiting
+
+    code, still_waiting = asyncio.run(scenario())
+    assert still_waiting and code == -signal.SIGKILL
+
+
+def test_wait_exit_on_an_already_reaped_process():
+    popen = subprocess.Popen(["true"])
+    popen.wait()
+    assert asyncio.run(wait_exit(popen)) == 0
+
+
+def test_tree_memory_counts_descendants():
+    popen = subprocess.Popen([sys.executable, "-c", CHILD_WITH_GRANDCHILD], start_new_session=True)
+    try:
+        for _ in range(100):
+            memory = tree_memory(popen.pid)
+            if memory is not None and memory.processes == 2 and memory.rss_mb > 64:
+                break
+            time.sleep(0.1)
+        assert memory is not None and memory.processes == 2 and memory.rss_mb > 64
+    finally:
+        os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
+    assert tree_memory(popen.pid) is None
