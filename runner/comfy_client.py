@@ -247,7 +247,8 @@ class ComfyClient:
         while True:
             wait = tracker.next_wait()
             try:
-                frame = await asyncio.wait_for(socket.recv(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    frame = await socket.recv()
             except asyncio.TimeoutError:
                 entry = await self._reconcile(tracker, raise_gone=False)
                 if entry is not None:

@@ -241,7 +241,8 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         keepalive = service.settings.http.sse_keepalive_s
         while True:
             try:
-                event = await asyncio.wait_for(queue.get(), keepalive)
+                async with asyncio.timeout(keepalive):
+                    event = await queue.get()
             except asyncio.TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue

@@ -105,7 +105,8 @@ class Dispatcher:
     async def _loop(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._wakeup.wait(), POLL_INTERVAL_S)
+                async with asyncio.timeout(POLL_INTERVAL_S):
+                    await self._wakeup.wait()
             except asyncio.TimeoutError:
                 pass
             self._wakeup.clear()

@@ -84,7 +84,7 @@ class Lifetime:
         self.job_deadline: float | None = None
         self.jobs = 0
         self.idle_since = time.monotonic()
-        self.freed = False
+        self.frees_sent = 0  # idle /free requests sent in this idle period
         self.baseline_rss_mb: float | None = None
         self.baseline_device_mb: float | None = None
 
@@ -129,6 +129,7 @@ class Instance:
         self._revive = asyncio.Event()
         self._launched = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._after_job_task: asyncio.Task[None] | None = None  # referenced so it is not collected
 
     # ------------------------------------------------------------------ views
 
@@ -145,7 +146,8 @@ class Instance:
             name=self.name, state=self.state.value, url=self.url, pid=self.pid,
             rss_mb=None if self.rss_mb is None else round(self.rss_mb, 1),
             device_mem_mb=None if self.device_mem_mb is None else round(self.device_mem_mb, 1),
-            jobs_run=self.jobs_run, restarts=dict(self.restarts), last_restart_reason=self.last_restart_reason,
+            jobs_run=self.jobs_run, restarts=dict(self.restarts),
+            last_restart_reason=self.last_restart_reason,
             started_at=self.started_at, idle_frees=self.idle_frees, drained=self.drained,
         )
 
@@ -178,7 +180,12 @@ class Instance:
 
     async def _supervise(self) -> None:
         while not self._stopping:
-            reason = await self._live()
+            try:
+                reason = await self._live()
+            except Exception:  # a bug here must not leave the instance unsupervised
+                self.log.exception("supervision failed; treating it as a crash")
+                self._launched.set()
+                reason = "crash"
             if self._stopping:
                 return
             self.restarts[reason] += 1
@@ -201,7 +208,8 @@ class Instance:
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         self._revive.clear()
         try:
-            await asyncio.wait_for(self._revive.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._revive.wait()
         except asyncio.TimeoutError:
             pass
 
@@ -350,7 +358,7 @@ class Instance:
         assert self.state is InstanceState.READY and self.lifetime is not None
         life = self._job_life = self.lifetime
         life.job_claimed = True
-        life.freed = False
+        life.frees_sent = 0
         self._set_state(InstanceState.BUSY)
 
     def job_lifetime(self) -> Lifetime:
@@ -391,7 +399,7 @@ class Instance:
         life.jobs += 1
         self.jobs_run += 1
         self.changed()
-        asyncio.create_task(self._after_job(life), name=f"after job {self.name}")
+        self._after_job_task = asyncio.create_task(self._after_job(life), name=f"after job {self.name}")
 
     async def _after_job(self, life: Lifetime) -> None:
         if self.watchdog is not None:

@@ -91,14 +91,16 @@ class Pool:
         """Until ``count`` instances serve (READY or BUSY); ``TimeoutError`` or ``PoolUnavailable``."""
         async def serving() -> None:
             while True:
-                up = sum(i.state in (InstanceState.READY, InstanceState.BUSY) for i in self.instances.values())
+                up = sum(i.state in (InstanceState.READY, InstanceState.BUSY)
+                         for i in self.instances.values())
                 if up >= count:
                     return
                 if self._could_serve() < count:
                     raise PoolUnavailable(f"only {self._could_serve()} instances can serve, {count} needed")
                 await self._changed.wait()
 
-        await asyncio.wait_for(serving(), timeout)
+        async with asyncio.timeout(timeout):
+            await serving()
 
     # ------------------------------------------------------------------ jobs
 
@@ -120,7 +122,8 @@ class Pool:
                     raise PoolUnavailable("no instance can take jobs: " + self._describe())
                 await self._changed.wait()
 
-        return await asyncio.wait_for(pick(), timeout)
+        async with asyncio.timeout(timeout):
+            return await pick()
 
     async def run(self, instance: Instance, graph: dict, *, on_event: EventHandler | None = None,
                   timeout: float | None = None) -> RunResult:
@@ -164,7 +167,8 @@ class Pool:
         """Why the link broke: what the exit watch or the probes say, else the link counts as unresponsive."""
         life = instance.job_lifetime()
         try:
-            return await asyncio.wait_for(asyncio.shield(life.ended), LOST_CAUSE_WAIT_S)
+            async with asyncio.timeout(LOST_CAUSE_WAIT_S):
+                return await asyncio.shield(life.ended)
         except asyncio.TimeoutError:
             instance.fault("unresponsive", f"the job's connection failed: {exc}")
             return life.ended.result()

@@ -96,7 +96,8 @@ async def _demo_first_job(service: JobService, url: str) -> None:
             if current is None or current.state in TERMINAL_STATES:
                 break
             try:
-                event = await asyncio.wait_for(queue.get(), 5.0)
+                async with asyncio.timeout(5.0):
+                    event = await queue.get()
             except asyncio.TimeoutError:
                 continue
             if event["type"] == "progress":
