@@ -155,7 +155,8 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3, help="rounds of each fault (default 3)")
     parser.add_argument("--step-timeout", type=float, default=15.0, help="health.step_timeout_s (default 15)")
     parser.add_argument("--leak-mb", type=int, default=600,

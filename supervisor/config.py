@@ -132,7 +132,8 @@ class _Checker:
     def fail(self, key: str, reason: str) -> None:
         self.problems.append(f"{key}: {reason}")
 
-    def number(self, data: dict, key: str, prefix: str, minimum: float = 0.0, positive: bool = False) -> float:
+    def number(self, data: dict, key: str, prefix: str, minimum: float = 0.0,
+               positive: bool = False) -> float:
         value = data.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum or (
                 positive and value <= 0):
@@ -142,7 +143,8 @@ class _Checker:
 
     def integer(self, data: dict, key: str, prefix: str, low: int, high: int | None = None) -> int:
         value = data.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        too_high = high is not None and isinstance(value, int) and value > high
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or too_high:
             self.fail(prefix + key, f"must be an integer {low}-{high}" if high is not None
                       else f"must be an integer >= {low}")
             return low

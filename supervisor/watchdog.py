@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from .instance import Instance, Lifetime
 
 MB = 2**20
+# ComfyUI's worker can miss the wake-up of a /free that arrives while it collects garbage (up to
+# every 10 s after a prompt); it then acts only after the next prompt. A second /free after this
+# many seconds wakes it for sure (unloading what is already unloaded costs nothing).
+FREE_REPEAT_AFTER_S = 12.0
 
 
 class Watchdog:
@@ -87,7 +91,8 @@ class Watchdog:
                 self.instance.fault("hang", f"no progress event for {silence:.0f} s while a job runs")
                 return
             if life.job_deadline is not None and now >= life.job_deadline:
-                self.instance.fault("hang", f"job running for {now - life.job_started_at:.0f} s, past its limit")
+                ran = now - life.job_started_at
+                self.instance.fault("hang", f"job running for {ran:.0f} s, past its limit")
                 return
 
     # ------------------------------------------------------------------ leak
@@ -159,11 +164,12 @@ class Watchdog:
         while True:
             await asyncio.sleep(1.0)
             idle = time.monotonic() - life.idle_since
-            if life.freed or life.job_claimed or idle < self.health.idle_free_s:
+            due = self.health.idle_free_s + FREE_REPEAT_AFTER_S * life.frees_sent
+            if life.frees_sent >= 2 or life.job_claimed or idle < due:
                 continue
-            # One attempt per idle period: a retried request still in flight when the next job
-            # starts would unload the models right after that job.
-            life.freed = True
+            # At most two attempts per idle period, never retried at once: a request still in
+            # flight when the next job starts would unload the models right after that job.
+            life.frees_sent += 1
             client = self.instance.client
             if client is None:  # the process is going away
                 continue
@@ -172,9 +178,10 @@ class Watchdog:
             except ComfyError as exc:
                 self.instance.log.warning("idle /free failed: %s", exc)
                 continue
-            self.instance.idle_frees += 1
-            self.instance.log.info("idle for %.0f s: sent /free (unload models, drop cached outputs)", idle)
-            self.instance.changed()
+            if life.frees_sent == 1:
+                self.instance.idle_frees += 1
+                self.instance.log.info("idle for %.0f s: sent /free (unload models, drop cached outputs)", idle)
+                self.instance.changed()
 
 
 def _mb(value: float | None) -> str:

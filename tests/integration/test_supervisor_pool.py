@@ -91,7 +91,8 @@ def test_crash_loop_backs_off_then_fails_while_others_serve(harness):
     snap = harness.wait_until("bad", lambda s: s.state == "failed", what="FAILED")
     assert snap.restarts == {"crash": BAD_MAX_RESTARTS + 1}
     assert snap.pid is None
-    delays = [float(m) for m in re.findall(r"restart \(crash\) in ([\d.]+) s", "\n".join(harness.log.messages("bad")))]
+    log = "\n".join(harness.log.messages("bad"))
+    delays = [float(m) for m in re.findall(r"restart \(crash\) in ([\d.]+) s", log)]
     assert delays == [0.2, 0.4, 0.8, 1.0]  # first restart at once, then doubling up to backoff_max_s
     assert len(_run_on(harness, "b", cpu_graph(seed=102)).images) == 1
 

@@ -13,7 +13,8 @@ from supervisor.process_watch import tree_memory, wait_exit
 
 CHILD_WITH_GRANDCHILD = (
     "import subprocess, sys, time; "
-    "subprocess.Popen([sys.executable, '-c', 'import time; b = bytearray(b\"x\") * (64 << 20); time.sleep(60)']); "
+    "subprocess.Popen([sys.executable, '-c', "
+    "'import time; b = bytearray(b\"x\") * (64 << 20); time.sleep(60)']); "
     "time.sleep(60)"
 )
 

@@ -7,7 +7,8 @@ import pytest
 from supervisor.config import RestartPolicyConfig
 from supervisor.restart_policy import RestartPolicy
 
-CONFIG = RestartPolicyConfig(backoff_initial_s=2, backoff_factor=2, backoff_max_s=10, max_restarts=4, window_s=100)
+CONFIG = RestartPolicyConfig(backoff_initial_s=2, backoff_factor=2, backoff_max_s=10, max_restarts=4,
+                             window_s=100)
 
 
 def test_first_fault_restarts_at_once_then_backs_off_exponentially_up_to_max():

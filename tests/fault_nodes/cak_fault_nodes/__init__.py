@@ -51,7 +51,8 @@ class FaultHang(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="FaultHang", display_name="Fault: Hang", category=CATEGORY,
-            inputs=[io.Image.Input("images"), io.Float.Input("seconds", default=3600.0, min=0.0, max=86400.0)],
+            inputs=[io.Image.Input("images"),
+                    io.Float.Input("seconds", default=3600.0, min=0.0, max=86400.0)],
             outputs=[io.Image.Output("images_out", display_name="images")],
             not_idempotent=True,
         )
