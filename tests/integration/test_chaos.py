@@ -1,0 +1,39 @@
+"""bench/chaos.py with small numbers: one fault of each kind under a stream of jobs, nothing lost.
+
+It runs the bench as a real process (it starts its own supervisor and ComfyUI instances) and reads
+its JSON report; the numbers are counts, never times.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner.install_state import REPO_ROOT
+from tests.supervisor_fixtures import comfy_processes_under
+
+pytestmark = pytest.mark.slow
+
+
+def test_chaos_small_run_loses_nothing_and_recovers_from_every_fault():
+    run = subprocess.run(
+        [sys.executable, "bench/chaos.py", "--jobs", "12", "--clients", "3", "--seed", "1",
+         "--faults-per-kind", "1", "--max-minutes", "12", "--json"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500)
+    assert run.stdout, run.stderr[-4000:]
+    report = json.loads(run.stdout)
+    context = json.dumps(report, indent=1) + "\n" + run.stderr[-3000:]
+    assert report["lost"] == 0 and report["duplicated"] == 0 and report["not_final"] == 0, context
+    assert report["violations"] == [], context
+    assert report["jobs_submitted"] == 12 and report["incomplete"] == [], context
+    for kind, row in report["faults"].items():
+        assert row["count"] >= 1 and row["recovered"] == row["count"], (kind, context)
+    assert report["final_states"].get("rejected", 0) >= 1  # the unsafe prompt
+    assert report["final_states"].get("failed", 0) >= 1    # the hang job, after max_attempts
+    assert report["leftover_comfyui"] == 0
+    assert run.returncode == 0, context
+    assert comfy_processes_under(Path(report["run_folder"])) == []
