@@ -28,6 +28,7 @@ log = logging.getLogger("supervisor.api")
 OPENAPI_FILE = Path(__file__).with_name("openapi.yaml")
 SERVICE_KEY = web.AppKey("service", JobService)
 OPENAPI_KEY = web.AppKey("openapi", dict)
+OPENAPI_TEXT_KEY = web.AppKey("openapi_text", str)
 PUBLIC_PATHS = frozenset({"/healthz", *DASHBOARD_PATHS})  # the dashboard page holds no data
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -78,7 +79,9 @@ def create_app(service: JobService) -> web.Application:
     app = web.Application(middlewares=[json_errors, token_auth(http.token)],
                           client_max_size=http.max_body_bytes)
     app[SERVICE_KEY] = service
-    app[OPENAPI_KEY] = yaml.safe_load(OPENAPI_FILE.read_text())
+    openapi_text = OPENAPI_FILE.read_text()  # read once: handlers never touch the disk for it
+    app[OPENAPI_TEXT_KEY] = openapi_text
+    app[OPENAPI_KEY] = yaml.safe_load(openapi_text)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -120,7 +123,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi_yaml(request: web.Request) -> web.Response:
-    return web.Response(text=OPENAPI_FILE.read_text(), content_type="application/yaml")
+    return web.Response(text=request.app[OPENAPI_TEXT_KEY], content_type="application/yaml")
 
 
 async def openapi_json(request: web.Request) -> web.Response:
