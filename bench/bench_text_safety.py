@@ -44,7 +44,7 @@ def main() -> int:
     started = time.perf_counter()
     check_text("warm-up")
     print(f"first call (loads and compiles the lexicon): {(time.perf_counter() - started) * 1000:.0f} ms")
-    print(f"| prompt | verdict | median ms | p95 ms |\n|---|---|---|---|")
+    print("| prompt | verdict | median ms | p95 ms |\n|---|---|---|---|")
     for label, text in PROMPTS.items():
         times = sorted(measure(text, args.repeats))
         verdict = check_text(text).category or "safe"

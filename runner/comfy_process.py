@@ -24,6 +24,30 @@ from .install_state import InstallState
 LOOPBACK = "127.0.0.1"
 
 
+async def wait_exit(popen: subprocess.Popen[bytes]) -> int:
+    """Return the exit code once ``popen`` has exited (and reap it).
+
+    A pidfd becomes readable the moment the process exits, so the event loop learns of a crash
+    without polling and without a blocked thread; where pidfds are missing, a thread waits instead.
+    """
+    if popen.poll() is not None:
+        return popen.returncode
+    try:
+        fd = os.pidfd_open(popen.pid)
+    except (AttributeError, OSError):
+        return await asyncio.to_thread(popen.wait)
+    loop = asyncio.get_running_loop()
+    exited = loop.create_future()
+    loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+    try:
+        await exited
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    # The pidfd fired: the process is a zombie now, so this wait returns immediately.
+    return popen.wait()
+
+
 class ComfyStartError(RuntimeError):
     """ComfyUI did not come up; the message carries the end of its log."""
 
@@ -193,11 +217,12 @@ class ComfyProcess:
             return None
         self.signal_group(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
         self.signal_group(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while self.popen.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        self.signal_group(signal.SIGKILL)  # also reaps anything left in the group
-        while self.popen.poll() is None:
-            await asyncio.sleep(0.05)
+        try:
+            async with asyncio.timeout(grace):
+                await wait_exit(self.popen)
+        except TimeoutError:
+            pass
+        self.signal_group(signal.SIGKILL)  # also ends anything left in the group
+        await wait_exit(self.popen)
         self.launch.pid_path.unlink(missing_ok=True)
         return self.popen.returncode

@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from runner.comfy_client import ComfyClient
-from runner.comfy_process import ComfyLaunch, ComfyProcess, ComfyStartError
+from runner.comfy_process import ComfyLaunch, ComfyProcess, ComfyStartError, wait_exit
 from runner.errors import ComfyError, RunTimeout
 from runner.install_state import InstallState
 
 from .config import HealthPolicy, InstanceConfig
-from .process_watch import wait_exit
 from .restart_policy import RestartPolicy
 from .warmup import warmup_graph
 from .watchdog import Watchdog

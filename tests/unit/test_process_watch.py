@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 
-from supervisor.process_watch import tree_memory, wait_exit
+from runner.comfy_process import wait_exit
+from supervisor.process_watch import tree_memory
 
 CHILD_WITH_GRANDCHILD = (
     "import subprocess, sys, time; "
