@@ -246,10 +246,13 @@ class JobStore:
                 raise
 
     def _recover(self) -> int:
+        """Jobs a dead supervisor left running go back to the queue (cancelled ones end cancelled)."""
         now = time.time()
         with self._transaction() as db:
             db.execute("UPDATE attempts SET ended_at = ?, reason = ? WHERE ended_at IS NULL",
                        (now, SUPERVISOR_RESTART))
+            db.execute("UPDATE jobs SET state = ?, updated_at = ?, finished_at = ? "
+                       "WHERE state = ? AND cancel_requested", (CANCELLED, now, now, RUNNING))
             moved = db.execute("UPDATE jobs SET state = ?, updated_at = ? WHERE state = ?",
                                (QUEUED, now, RUNNING)).rowcount
         return moved

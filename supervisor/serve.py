@@ -72,7 +72,6 @@ async def serve(config_path: Path | None, demo: bool = False) -> int:
         print("draining: no new jobs; running ones finish or go back to the queue...", flush=True)
         if demo_task is not None:
             demo_task.cancel()
-        service.accepting = False
         await service.stop()
         await runner.cleanup()
         print("stopped.", flush=True)

@@ -52,6 +52,7 @@ class JobService:
         self.dispatcher = Dispatcher(self.pool, self.store, self.catalog, self.events, self.metrics,
                                      max_attempts=service.jobs.max_attempts)
         self.accepting = False
+        self._refusal = "starting"  # why no job is taken while ``accepting`` is False
         self._background: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
@@ -62,13 +63,13 @@ class JobService:
         self.catalog.workflows = (await asyncio.to_thread(
             WorkflowCatalog.load, WORKFLOWS_DIR, self.settings.jobs.allow_graphs)).workflows
         await asyncio.to_thread(get_checker)  # loads the word lists once, off the event loop
+        self.accepting = True  # jobs wait in the durable queue while the instances start
         await self.pool.start()
         self.dispatcher.start()
-        self.accepting = True
 
     async def stop(self) -> None:
         """Stop accepting, let running jobs finish (or requeue them), stop the instances."""
-        self.accepting = False
+        self.accepting, self._refusal = False, "shutting down"
         await self.dispatcher.stop(self.settings.jobs.drain_timeout_s)
         for task in list(self._background):
             task.cancel()
@@ -93,7 +94,7 @@ class JobService:
     async def submit(self, body: Any, idempotency_key: str | None = None) -> Submitted:
         """Check and queue one request; ``FieldError`` for a bad field, ``ServiceUnavailable``."""
         if not self.accepting:
-            raise ServiceUnavailable("the service is shutting down and takes no new jobs")
+            raise ServiceUnavailable(f"the service is {self._refusal} and takes no new jobs")
         jobs = self.settings.jobs
         request = parse_job_request(body, max_prompt_chars=jobs.max_prompt_chars,
                                     allow_graphs=jobs.allow_graphs, default_workflow=jobs.default_workflow)

@@ -137,6 +137,27 @@ def test_reopen_requeues_running_jobs_and_closes_their_attempts(tmp_path):
     assert not (tmp_path / "out" / ".staging").exists() or not any((tmp_path / "out" / ".staging").iterdir())
 
 
+def test_reopen_ends_a_running_job_whose_cancel_was_requested(tmp_path):
+    async def first_life():
+        store = await opened(tmp_path)
+        job, _ = await store.submit(REQUEST)
+        await store.claim_next("i0")
+        await store.cancel(job.id)  # DELETE while running: the interrupt never landed
+        store._executor.submit(store._close).result()  # the supervisor dies here
+        return job.id
+
+    async def second_life(job_id):
+        store = await opened(tmp_path)
+        job = await store.get(job_id)
+        again = await store.claim_next("i1")
+        await store.close()
+        return job, again
+
+    job, again = run(second_life(run(first_life())))
+    assert job.state == CANCELLED and job.finished_at is not None
+    assert again is None  # not run a second time
+
+
 def test_supervisor_restarts_do_not_use_up_attempts(tmp_path):
     async def scenario():
         store = await opened(tmp_path)

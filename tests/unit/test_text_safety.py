@@ -44,6 +44,8 @@ UNSAFE = [
     ("guns and bullets", "weapons"),
     ("槍", "weapons"),                                  # traditional of 枪
     ("一只拿着枪的熊", "weapons"),
+    ("一只拿着刀的熊", "weapons"),
+    ("一隻拿著刀的熊", "weapons"),
     ("一只拿着手槍的熊", "weapons"),
     ("炸 弹", "weapons"),
     ("a knife", "weapons"),
@@ -77,6 +79,8 @@ SAFE = [
     "a cockatoo on a branch",
     "a sheep from Scunthorpe",
     "a naked mole rat in a tiny sweater",
+    "a bunny eating cake with a knife and fork",
+    "小熊用剪刀剪纸",
     "a naked mole-rat",
     "a puppy eating a hot dog",
     "a bat hanging upside down",
