@@ -19,6 +19,9 @@ from runner.comfy_process import free_port
 from runner.install_state import REPO_ROOT
 
 FINAL_STATES = {"succeeded", "failed", "rejected", "cancelled"}
+# A job that samples long enough (~11 s on an idle 2-core machine, 100 steps at 768²) for a test to
+# act while it runs: kill, cancel. Smaller jobs finished between two polls when CI was idle.
+SLOW_JOB = {"width": 768, "height": 768, "steps": 100}
 
 
 class SupervisorProcess:

@@ -19,10 +19,9 @@ import pytest
 from PIL import Image
 
 from runner.install_state import REPO_ROOT
-from tests.job_service import SupervisorProcess
+from tests.job_service import SLOW_JOB, SupervisorProcess
 
 TOKEN = "test-token-0123456789"
-SLOW_STEPS = 40  # long enough on the CPU models to act while the sampler runs
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +167,7 @@ def test_idempotency_key_returns_the_same_job(service):
 
 
 def test_cancel_a_running_job(service):
-    job = service.submit(prompt="a tiny turtle", width=64, height=64, steps=SLOW_STEPS)
+    job = service.submit(prompt="a tiny turtle", **SLOW_JOB)
     service.wait_progress(job["id"])
     status, data = service.call("DELETE", f"/v1/jobs/{job['id']}")
     assert status == 202
@@ -210,7 +209,7 @@ def test_metrics_cover_jobs_queue_and_instances(service):
 
 @pytest.mark.slow
 def test_instance_sigkilled_mid_job_the_job_succeeds_on_another(service):
-    job = service.submit(prompt="a brave little rabbit", width=64, height=64, steps=SLOW_STEPS)
+    job = service.submit(prompt="a brave little rabbit", **SLOW_JOB)
     running = service.wait_progress(job["id"])
     victim = running["attempts"][-1]["instance"]
     pid = next(i["pid"] for i in service.get("/v1/instances")["instances"] if i["name"] == victim)

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.job_service import SupervisorProcess
+from tests.job_service import SLOW_JOB, SupervisorProcess
 
-# Long enough that the first job is surely still sampling when the supervisor is killed, even
-# when a loaded machine delays the test's polling (30 steps at 64² once finished in between).
-SLOW_STEPS = 100
-SLOW_SIZE = 128
 
 
 @pytest.mark.slow
@@ -17,9 +13,9 @@ def test_supervisor_killed_and_restarted_finishes_every_job_once(tmp_path):
     supervisor = SupervisorProcess(tmp_path / "sup", instances=1)
     try:
         supervisor.start(ready=1)
-        jobs = [supervisor.submit(prompt=f"a little bear number {n}", width=SLOW_SIZE if n == 0 else 64,
-                                  height=SLOW_SIZE if n == 0 else 64, steps=SLOW_STEPS if n == 0 else 2,
-                                  seed=n) for n in range(3)]
+        quick = {"width": 64, "height": 64, "steps": 2}
+        jobs = [supervisor.submit(prompt=f"a little bear number {n}", seed=n, **(SLOW_JOB if n == 0 else quick))
+                for n in range(3)]
         running = supervisor.wait_progress(jobs[0]["id"])
         assert running["attempts"][0]["instance"] == "comfy-1"
         assert [supervisor.get(f"/v1/jobs/{j['id']}")["state"] for j in jobs[1:]] == ["queued", "queued"]
