@@ -112,6 +112,15 @@ def test_stale_attempt_cannot_change_a_requeued_job(tmp_path):
     assert final.state == SUCCEEDED and [a.reason for a in final.attempts] == ["hang", SUCCEEDED]
 
 
+async def reopen_and_claim(tmp_path: Path, job_id: str):
+    """The next supervisor's view: the job as recovered, and what it claims first."""
+    store = await opened(tmp_path)
+    job = await store.get(job_id)
+    again = await store.claim_next("i1")
+    await store.close()
+    return job, again
+
+
 def test_reopen_requeues_running_jobs_and_closes_their_attempts(tmp_path):
     async def first_life():
         store = await opened(tmp_path)
@@ -122,15 +131,7 @@ def test_reopen_requeues_running_jobs_and_closes_their_attempts(tmp_path):
         store._executor.submit(store._close).result()
         return job.id
 
-    async def second_life(job_id):
-        store = await opened(tmp_path)
-        job = await store.get(job_id)
-        again = await store.claim_next("i1")
-        await store.close()
-        return job, again
-
-    job_id = run(first_life())
-    job, again = run(second_life(job_id))
+    job, again = run(reopen_and_claim(tmp_path, run(first_life())))
     assert job.state == QUEUED
     assert job.attempts[0].reason == SUPERVISOR_RESTART
     assert again.id == job_id and again.current_attempt.number == 2
@@ -146,14 +147,7 @@ def test_reopen_ends_a_running_job_whose_cancel_was_requested(tmp_path):
         store._executor.submit(store._close).result()  # the supervisor dies here
         return job.id
 
-    async def second_life(job_id):
-        store = await opened(tmp_path)
-        job = await store.get(job_id)
-        again = await store.claim_next("i1")
-        await store.close()
-        return job, again
-
-    job, again = run(second_life(run(first_life())))
+    job, again = run(reopen_and_claim(tmp_path, run(first_life())))
     assert job.state == CANCELLED and job.finished_at is not None
     assert again is None  # not run a second time
 
