@@ -134,7 +134,7 @@ def test_reopen_requeues_running_jobs_and_closes_their_attempts(tmp_path):
     job, again = run(reopen_and_claim(tmp_path, run(first_life())))
     assert job.state == QUEUED
     assert job.attempts[0].reason == SUPERVISOR_RESTART
-    assert again.id == job_id and again.current_attempt.number == 2
+    assert again.id == job.id and again.current_attempt.number == 2
     assert not (tmp_path / "out" / ".staging").exists() or not any((tmp_path / "out" / ".staging").iterdir())
 
 
