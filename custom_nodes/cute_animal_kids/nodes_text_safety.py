@@ -34,6 +34,14 @@ class KidsTextSafety(io.ComfyNode):
                     tooltip="The prompt to check, e.g. the positive output of Cute Animal Prompt "
                     "(not the negative one, which names unsafe things on purpose).",
                 ),
+                io.String.Input(
+                    "negative",
+                    force_input=True,
+                    optional=True,
+                    tooltip="Optional: the negative prompt, passed through unchecked (it names unsafe "
+                    "things on purpose). Wiring it here makes its encoder wait for the check, so no "
+                    "text encoder runs before a rejection.",
+                ),
             ],
             outputs=[
                 io.String.Output(
@@ -47,12 +55,17 @@ class KidsTextSafety(io.ComfyNode):
                     tooltip="JSON decision: safe, category, categories, matched_rule_count and the "
                     "text with any hit replaced by [category].",
                 ),
+                io.String.Output(
+                    "negative_out",
+                    display_name="negative",
+                    tooltip="The negative input, unchanged (empty if none was wired).",
+                ),
             ],
         )
 
     @classmethod
-    def execute(cls, text: str) -> io.NodeOutput:
+    def execute(cls, text: str, negative: str | None = None) -> io.NodeOutput:
         decision = check_text(text)
         if not decision.safe:
             raise UnsafePromptError(decision)
-        return io.NodeOutput(text, decision.to_json())
+        return io.NodeOutput(text, decision.to_json(), negative or "")

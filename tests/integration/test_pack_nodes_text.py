@@ -12,9 +12,9 @@ def _gated_graph(description: str, prefix: str, seed: int) -> dict:
     """The CPU graph with composer → text gate feeding the positive encoder (as the workflows do)."""
     graph = cpu_graph(seed=seed, prefix=prefix)
     graph["20"] = {"class_type": "CuteAnimalPrompt", "inputs": {"description": description, "style": "watercolor"}}
-    graph["21"] = {"class_type": "KidsTextSafety", "inputs": {"text": ["20", 0]}}
+    graph["21"] = {"class_type": "KidsTextSafety", "inputs": {"text": ["20", 0], "negative": ["20", 1]}}
     graph["5"]["inputs"]["text"] = ["21", 0]
-    graph["6"]["inputs"]["text"] = ["20", 1]
+    graph["6"]["inputs"]["text"] = ["21", 2]  # the negative waits for the check too
     return graph
 
 
@@ -36,3 +36,5 @@ def test_unsafe_prompt_fails_with_category_and_no_image(comfy, description, cate
     assert f"category: {category}" in error["exception_message"]
     assert "ｇｕｎ" not in error["exception_message"] and "血" not in error["exception_message"]
     assert set(comfy.output_dir.rglob("gate-unsafe*")) == before
+    assert "20" in error["executed"]  # the composer ran; no text was encoded before the rejection:
+    assert not {"5", "6"} & set(error["executed"])
