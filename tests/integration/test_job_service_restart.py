@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import psutil
 import pytest
 
 from tests.job_service import SLOW_JOB, SupervisorProcess
-
 
 
 @pytest.mark.slow
@@ -19,11 +19,14 @@ def test_supervisor_killed_and_restarted_finishes_every_job_once(tmp_path):
         running = supervisor.wait_progress(jobs[0]["id"])
         assert running["attempts"][0]["instance"] == "comfy-1"
         assert [supervisor.get(f"/v1/jobs/{j['id']}")["state"] for j in jobs[1:]] == ["queued", "queued"]
-        supervisor.record_pids()
-        supervisor.kill()
-        supervisor.kill_orphans()  # its ComfyUI would otherwise keep running (own process group)
+        orphans = {i["pid"] for i in supervisor.get("/v1/instances")["instances"] if i["pid"]}
+        supervisor.record_pids()  # only for clean-up if the test fails
+        supervisor.kill()  # its ComfyUI keeps running (own process group) ...
+        assert orphans and all(psutil.pid_exists(pid) for pid in orphans)
 
         supervisor.start(ready=1)
+        # ... until the next supervisor's launcher finds it on the instance's folders and ends it.
+        assert not any(psutil.pid_exists(pid) for pid in orphans)
         finished = [supervisor.wait_job(job["id"]) for job in jobs]
     finally:
         supervisor.stop()
