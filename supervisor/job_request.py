@@ -26,6 +26,10 @@ INT_FIELDS: dict[str, tuple[int, int]] = {
 PARAM_FIELDS = ("style", *INT_FIELDS)
 FIELDS = ("prompt", "workflow", "graph", *PARAM_FIELDS)
 MAX_GRAPH_NODES = 500
+MAX_DEPTH = 32  # a graph is 4 levels deep; anything far deeper is an attack on the recursion limit
+# Characters that reorder or break what a parent or a moderator reads (RTL override, isolates,
+# line/paragraph separators): refused in a prompt rather than silently stripped.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029")
 
 
 class FieldError(ValueError):
@@ -75,6 +79,7 @@ def parse_job_request(body: Any, *, max_prompt_chars: int, allow_graphs: bool,
     """Check a decoded JSON body; ``FieldError`` on the first problem."""
     if not isinstance(body, dict):
         raise FieldError("body", "must be a JSON object")
+    _check_structure(body)
     for key in body:
         if key not in FIELDS:
             raise FieldError(str(key)[:64], f"unknown field (known: {', '.join(FIELDS)})")
@@ -115,6 +120,8 @@ def parse_job_request(body: Any, *, max_prompt_chars: int, allow_graphs: bool,
 def _prompt(value: Any, max_chars: int) -> str:
     if not isinstance(value, str):
         raise FieldError("prompt", "must be a string")
+    if any(char in BIDI_CONTROLS for char in value):  # before strip(), which drops U+2028/2029
+        raise FieldError("prompt", "must not contain bidirectional controls or line/paragraph separators")
     text = value.strip()
     if not text:
         raise FieldError("prompt", "must not be empty")
@@ -122,7 +129,38 @@ def _prompt(value: Any, max_chars: int) -> str:
         raise FieldError("prompt", f"is longer than {max_chars} characters")
     if any(unicodedata.category(char) == "Cc" for char in text):
         raise FieldError("prompt", "must not contain control characters")
+    if all(char.isspace() or unicodedata.category(char) == "Cf" for char in text):
+        raise FieldError("prompt", "must contain visible text (not only zero-width characters or spaces)")
     return text
+
+
+def _check_structure(body: dict[str, Any]) -> None:
+    """No lone surrogates in any key or string (they cannot be stored as UTF-8) and no deep nesting.
+
+    Iterative, so the check itself cannot hit the recursion limit it guards.
+    """
+    for key in body:
+        if _has_surrogate(key):
+            raise FieldError("body", "field names must be valid Unicode (no lone surrogates)")
+    stack: list[tuple[str, Any, int]] = [(key, value, 1) for key, value in body.items()]
+    while stack:
+        field_name, value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise FieldError(field_name[:64], f"is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, str):
+            if _has_surrogate(value):
+                raise FieldError(field_name[:64], "must be valid Unicode text (no lone surrogates)")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if _has_surrogate(key):
+                    raise FieldError(field_name[:64], "keys must be valid Unicode (no lone surrogates)")
+                stack.append((field_name, item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((field_name, item, depth + 1) for item in value)
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= char <= "\udfff" for char in text)
 
 
 def _graph(value: Any, allowed: bool) -> dict[str, Any] | None:

@@ -16,6 +16,13 @@ def parse(body, allow_graphs: bool = False) -> JobRequest:
                              default_workflow="cute_animal_cpu")
 
 
+def nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def field_of(body, **kwargs) -> str:
     with pytest.raises(FieldError) as info:
         parse(body, **kwargs)
@@ -46,9 +53,21 @@ def test_a_full_request_round_trips_through_json():
     ({"prompt": "cat", "workflow": "Cute/../x"}, "workflow"),
     ({"prompt": "cat", "extra": 1}, "extra"),
     ({"prompt": "cat", "graph": {"1": {"class_type": "X"}}}, "graph"),
+    ({"prompt": "a bunny \ud800"}, "prompt"),
+    ({"prompt": "cat", "\udfff": 1}, "body"),
+    ({"prompt": "a bunny \u202e tah a ni"}, "prompt"),
+    ({"prompt": "\u2066a bunny\u2069"}, "prompt"),
+    ({"prompt": "a bunny\u2029"}, "prompt"),
+    ({"prompt": "a\u2028bunny"}, "prompt"),
+    ({"prompt": "\u200b\u200c\u200d"}, "prompt"),
+    ({"prompt": " \u2060\ufeff\u3000 "}, "prompt"),
 ])
 def test_each_bad_field_is_named(body, field):
     assert field_of(body) == field
+
+
+def test_zero_width_characters_beside_visible_text_are_kept_for_the_gate():
+    assert parse({"prompt": "a\u200bbunny"}).prompt == "a\u200bbunny"
 
 
 def test_graphs_only_when_allowed_and_their_texts_are_checked():
@@ -57,6 +76,12 @@ def test_graphs_only_when_allowed_and_their_texts_are_checked():
     assert request.workflow == "graph" and list(request.texts()) == ["a bear"]
     assert field_of({"graph": {"1": "not a node"}}, allow_graphs=True) == "graph"
     assert field_of({"graph": graph, "steps": 3}, allow_graphs=True) == "steps"
+    graph["1"]["inputs"]["deep"] = nested(40)  # recursion-limit attacks stop at MAX_DEPTH
+    assert field_of({"graph": graph}, allow_graphs=True) == "graph"
+    graph["1"]["inputs"]["deep"] = nested(20)
+    assert parse({"graph": graph}, allow_graphs=True).graph == graph
+    graph["1"]["inputs"]["text"] = "a \udc80 bear"  # every string in the body, not only the prompt
+    assert field_of({"graph": graph}, allow_graphs=True) == "graph"
 
 
 @pytest.mark.parametrize(("text", "ok"), [
