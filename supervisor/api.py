@@ -11,11 +11,13 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import yaml
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from .config import NAME_PATTERN
 from .dashboard_routes import DASHBOARD_PATHS, add_dashboard_routes
@@ -30,6 +32,8 @@ SERVICE_KEY = web.AppKey("service", JobService)
 OPENAPI_KEY = web.AppKey("openapi", dict)
 OPENAPI_TEXT_KEY = web.AppKey("openapi_text", str)
 PUBLIC_PATHS = frozenset({"/healthz", *DASHBOARD_PATHS})  # the dashboard page holds no data
+DECODED_ENCODINGS = frozenset({"identity", "gzip", "deflate"})  # what aiohttp decodes here (no brotli)
+SMALL_INT = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit() also accepts '²', '٣'
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -51,6 +55,14 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             if name in exc.headers:
                 response.headers[name] = exc.headers[name]
         return response
+    except RequestPayloadError as exc:  # the body does not match its Content-Encoding or chunked framing
+        log.warning("unreadable body on %s %s (%s)", request.method, request.path,
+                    type(exc.__cause__).__name__)
+        return error_response(400, "unreadable_body", "the request body could not be decoded "
+                              "(does it match its Content-Encoding and Transfer-Encoding?)", field="body")
+    except ConnectionError:  # the client hung up (an event stream closed, a body half sent): normal
+        log.debug("client hung up during %s %s", request.method, request.path)
+        raise
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -64,7 +76,8 @@ def token_auth(token: str | None) -> Callable[..., Awaitable[web.StreamResponse]
     @web.middleware
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
         if token and request.path not in PUBLIC_PATHS:
-            given = request.headers.get("Authorization", "").encode()
+            # aiohttp keeps undecodable header bytes as surrogates: encode them back, never raise
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(given, expected):
                 response = error_response(401, "unauthorized", "missing or wrong bearer token")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="cute-animal-kids"'
@@ -139,11 +152,17 @@ async def submit_job(request: web.Request) -> web.Response:
     if key is not None and not valid_idempotency_key(key):
         return error_response(422, "invalid_field", "1-128 visible ASCII characters",
                               field="Idempotency-Key")
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in DECODED_ENCODINGS:
+        return error_response(415, "unsupported_encoding", "Content-Encoding must be one of "
+                              f"{', '.join(sorted(DECODED_ENCODINGS))}", field="Content-Encoding")
     raw = await request.read()  # client_max_size answers 413 beyond the limit
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return error_response(400, "invalid_json", "the body is not valid JSON", field="body")
+    except RecursionError:
+        return error_response(400, "invalid_json", "the body's JSON is nested too deeply", field="body")
     try:
         submitted = await service.submit(body, key)
     except FieldError as exc:
@@ -169,7 +188,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     if state is not None and state not in STATES:
         return error_response(422, "invalid_field", f"must be one of {', '.join(STATES)}", field="state")
     limit_text = request.query.get("limit", "50")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= service.settings.http.list_limit:
+    if not SMALL_INT.fullmatch(limit_text) or not 1 <= int(limit_text) <= service.settings.http.list_limit:
         return error_response(422, "invalid_field", f"must be 1-{service.settings.http.list_limit}",
                               field="limit")
     jobs = await service.store.list(state, int(limit_text))
@@ -214,7 +233,7 @@ async def get_image(request: web.Request) -> web.StreamResponse:
     if isinstance(job, web.Response):
         return job
     index_text = request.match_info["index"]
-    if not index_text.isdigit() or int(index_text) >= len(job.images):
+    if not SMALL_INT.fullmatch(index_text) or int(index_text) >= len(job.images):
         return error_response(404, "not_found", f"job {job.id} has {len(job.images)} image(s)", field="index")
     root = service.store.output_root.resolve()
     path = service.store.image_path(job.images[int(index_text)]).resolve()

@@ -19,6 +19,7 @@ from runner.install_state import REPO_ROOT, NotInstalledError
 
 from .api import create_app
 from .config import ConfigError, load_config
+from .http_protocol import ApiRunner
 from .job_request import FieldError
 from .job_store import TERMINAL_STATES
 from .service import JobService
@@ -43,7 +44,7 @@ async def serve(config_path: Path | None, demo: bool = False) -> int:
     if not http.loopback and not http.token:
         log.warning("the API listens on %s without a token: anyone who reaches it can submit jobs", http.host)
 
-    runner = web.AppRunner(create_app(service), shutdown_timeout=HTTP_SHUTDOWN_S, access_log=None)
+    runner = ApiRunner(create_app(service), shutdown_timeout=HTTP_SHUTDOWN_S, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, http.host, http.port)
     try:
