@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.job_store import (
-    CANCELLED, FAILED, QUEUED, REJECTED, RUNNING, SUCCEEDED, SUPERVISOR_RESTART,
+    CANCELLED, FAILED, QUEUED, REJECTED, RUNNING, SUCCEEDED, SUPERVISOR_RESTART, SUPERVISOR_SHUTDOWN,
     IdempotencyConflict, JobStore,
 )
 
@@ -112,6 +112,29 @@ def test_stale_attempt_cannot_change_a_requeued_job(tmp_path):
     assert final.state == SUCCEEDED and [a.reason for a in final.attempts] == ["hang", SUCCEEDED]
 
 
+def test_stale_attempt_cannot_complete_while_a_later_attempt_runs(tmp_path):
+    """The one-result fence on complete(): attempt 1 (its instance presumed lost) delivers late."""
+    async def scenario():
+        store = await opened(tmp_path)
+        job, _ = await store.submit(REQUEST)
+        await store.claim_next("i0")
+        await store.retry_or_fail(job.id, 1, "unresponsive", max_attempts=3)
+        await store.claim_next("i1")
+        stage(store, job.id, 1, data=b"stale")
+        stale = await store.complete(job.id, 1, ["0.png"])
+        running = await store.get(job.id)
+        stage(store, job.id, 2, data=b"fresh")
+        ok = await store.complete(job.id, 2, ["0.png"])
+        await store.close()
+        return stale, running, ok
+
+    stale, running, ok = run(scenario())
+    assert stale is False and ok is True
+    assert running.state == RUNNING and running.images == [] and running.current_attempt.number == 2
+    assert (tmp_path / "out" / running.id / "0.png").read_bytes() == b"fresh"
+    assert not (tmp_path / "out" / ".staging" / f"{running.id}.1").exists()
+
+
 async def reopen_and_claim(tmp_path: Path, job_id: str):
     """The next supervisor's view: the job as recovered, and what it claims first."""
     store = await opened(tmp_path)
@@ -162,6 +185,24 @@ def test_supervisor_restarts_do_not_use_up_attempts(tmp_path):
         return after
 
     assert run(scenario()).state == QUEUED
+
+
+def test_restart_and_shutdown_attempts_are_not_counted_when_a_real_fault_follows(tmp_path):
+    async def scenario():
+        store = await opened(tmp_path)
+        job, _ = await store.submit(REQUEST)
+        states = []
+        for number, reason in enumerate((SUPERVISOR_RESTART, SUPERVISOR_SHUTDOWN, "crash", "hang"), 1):
+            await store.claim_next("i0")
+            states.append((await store.retry_or_fail(job.id, number, reason, max_attempts=2)).state)
+        final = await store.get(job.id)
+        await store.close()
+        return states, final
+
+    states, final = run(scenario())
+    assert states == [QUEUED, QUEUED, QUEUED, FAILED]  # 2 counted faults of 4 attempts
+    assert final.error.startswith("gave up after 2 attempts")
+    assert "supervisor_" not in final.error
 
 
 def test_leftover_final_folder_of_an_uncommitted_attempt_is_replaced(tmp_path):
