@@ -311,30 +311,33 @@ class JobStore:
         staging = self.staging_dir(job_id, attempt)
         final = self.output_root / job_id
         now = time.time()
-        with self._transaction() as db:
-            if not self._is_current(db, job_id, attempt):
-                shutil.rmtree(staging, ignore_errors=True)
-                return False
-            if db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]:
-                # Cancelled while the prompt was still being queued: the images are not wanted.
-                self._close_attempt(db, job_id, attempt, CANCELLED, now)
-                db.execute("UPDATE jobs SET state = ?, updated_at = ?, finished_at = ? WHERE id = ?",
-                           (CANCELLED, now, now, job_id))
-                shutil.rmtree(staging, ignore_errors=True)
-                return False
-            # A folder here belongs to an attempt whose commit never happened (the supervisor died
-            # between the rename and the commit): it is not a result, so it is replaced.
-            shutil.rmtree(final, ignore_errors=True)
-            os.rename(staging, final)
-            try:
+        renamed = False
+        try:
+            with self._transaction() as db:
+                if not self._is_current(db, job_id, attempt):
+                    shutil.rmtree(staging, ignore_errors=True)
+                    return False
+                if db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]:
+                    # Cancelled while the prompt was still being queued: the images are not wanted.
+                    self._close_attempt(db, job_id, attempt, CANCELLED, now)
+                    db.execute("UPDATE jobs SET state = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+                               (CANCELLED, now, now, job_id))
+                    shutil.rmtree(staging, ignore_errors=True)
+                    return False
+                # A folder here belongs to an attempt whose commit never happened (the supervisor died
+                # between the rename and the commit): it is not a result, so it is replaced.
+                shutil.rmtree(final, ignore_errors=True)
+                os.rename(staging, final)
+                renamed = True
                 relative = [f"{job_id}/{name}" for name in images]
                 self._close_attempt(db, job_id, attempt, SUCCEEDED, now)
                 db.execute("UPDATE jobs SET state = ?, images = ?, updated_at = ?, finished_at = ?, "
                            "error = NULL, category = NULL WHERE id = ?",
                            (SUCCEEDED, json.dumps(relative), now, now, job_id))
-            except BaseException:
+        except BaseException:
+            if renamed:  # the update or the COMMIT failed: the images stay the attempt's, not a result
                 os.rename(final, staging)
-                raise
+            raise
         return True
 
     def _finish(self, job_id: str, attempt: int, state: str, reason: str, error: str | None,
@@ -422,7 +425,17 @@ class _Transaction:
         return self.db
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except BaseException:
+                # A failed COMMIT (disk full, I/O error) can leave the transaction open: end it, or
+                # the next BEGIN fails and this connection keeps reading its own uncommitted rows.
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+        self.db.execute("ROLLBACK")
 
 
 def _job(row: sqlite3.Row, attempts: list[sqlite3.Row]) -> Job:

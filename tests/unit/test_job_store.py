@@ -135,6 +135,44 @@ def test_stale_attempt_cannot_complete_while_a_later_attempt_runs(tmp_path):
     assert not (tmp_path / "out" / ".staging" / f"{running.id}.1").exists()
 
 
+class CommitFails:
+    """A real connection whose next COMMIT fails, as on a full disk or an I/O error."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.armed = True
+
+    def execute(self, sql: str, *args):
+        if sql == "COMMIT" and self.armed:
+            self.armed = False
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self.conn, name)
+
+
+def test_a_failed_commit_rolls_back_and_keeps_the_staged_images(tmp_path):
+    async def scenario():
+        store = await opened(tmp_path)
+        job, _ = await store.submit(REQUEST)
+        await store.claim_next("i0")
+        stage(store, job.id, 1)
+        real, store._conn = store._conn, CommitFails(store._conn)
+        with pytest.raises(sqlite3.OperationalError):
+            await store.complete(job.id, 1, ["0.png"])
+        store._conn = real
+        after_failure = await store.get(job.id)
+        staged = (store.staging_dir(job.id, 1) / "0.png").exists()
+        ok = await store.complete(job.id, 1, ["0.png"])  # the next write works on the same connection
+        await store.close()
+        return after_failure, staged, ok
+
+    after_failure, staged, ok = run(scenario())
+    assert after_failure.state == RUNNING and after_failure.current_attempt.number == 1
+    assert after_failure.images == [] and staged and ok
+
+
 async def reopen_and_claim(tmp_path: Path, job_id: str):
     """The next supervisor's view: the job as recovered, and what it claims first."""
     store = await opened(tmp_path)
