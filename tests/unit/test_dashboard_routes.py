@@ -7,6 +7,7 @@ import re
 from types import SimpleNamespace
 
 from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
 
 from supervisor.api import create_app
 from supervisor.dashboard_routes import ASSETS, DASHBOARD_DIR
@@ -44,9 +45,31 @@ def test_page_and_assets_are_public_but_the_api_is_not() -> None:
         assert headers["X-Content-Type-Options"] == "nosniff"
         assert headers["Referrer-Policy"] == "no-referrer"
     assert answers["/v1/instances"][0] == 401
-    # Only the listed files: nothing else under dashboard/ or beside it.
-    assert answers["/dashboard/../api.py"][0] in (401, 404)
-    assert answers["/dashboard/index.html"][0] in (401, 404)
+
+
+TRAVERSALS = ("/dashboard/../api.py", "/dashboard/%2e%2e/api.py", "/dashboard/..%2fapi.py",
+              "/dashboard/index.html", "/dashboard/", "/dashboard/dashboard.js/../../api.py")
+
+
+async def _fetch_raw(paths: tuple[str, ...]) -> dict[str, tuple[int, bytes]]:
+    """Without a token, so a 401 cannot hide whether the file would have been served."""
+    client = TestClient(TestServer(create_app(_fake_service(None))))  # type: ignore[arg-type]
+    await client.start_server()
+    try:
+        answers = {}
+        for path in paths:
+            response = await client.get(URL(path, encoded=True))
+            answers[path] = (response.status, await response.read())
+        return answers
+    finally:
+        await client.close()
+
+
+def test_only_the_listed_files_are_served_nothing_beside_them() -> None:
+    source = (DASHBOARD_DIR.parent / "api.py").read_bytes()
+    for path, (status, body) in asyncio.run(_fetch_raw(TRAVERSALS)).items():
+        assert status == 404, (path, status)
+        assert source[:200] not in body and b"<html" not in body, path
 
 
 def test_page_references_only_its_own_files() -> None:
