@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from typing_extensions import override
@@ -88,10 +90,51 @@ class FaultLeak(io.ComfyNode):
         return io.NodeOutput(images)
 
 
+class _RaisingSession:
+    """Stands in for the loaded ONNX session: every classification fails."""
+
+    def classify_batch(self, arrays: Any) -> Any:
+        raise RuntimeError("FaultBreakImageClassifier: the classifier raised")
+
+
+class FaultBreakImageClassifier(io.ComfyNode):
+    """Breaks the pack's shared NSFW classifier in this process, then passes the images on.
+
+    ``cannot_load``: the model path points nowhere and the loaded session is dropped (a missing or
+    corrupt model file); ``raises``: the session raises on every batch. Spliced in before
+    KidsImageSafety, so the gate runs on a broken classifier and must fail the prompt.
+    """
+
+    @classmethod
+    @override
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FaultBreakImageClassifier", display_name="Fault: Break Image Classifier",
+            category=CATEGORY,
+            inputs=[io.Image.Input("images"), io.Combo.Input("mode", options=["cannot_load", "raises"])],
+            outputs=[io.Image.Output("images_out", display_name="images")],
+            not_idempotent=True,
+        )
+
+    @classmethod
+    def execute(cls, images: Any, mode: str) -> io.NodeOutput:
+        # ComfyUI imports the pack under a path-derived module name: find its classifier module.
+        (module,) = [m for name, m in list(sys.modules.items())
+                     if name.endswith("cute_animal_kids.image_classifier")]
+        classifier = module.shared_classifier()
+        with classifier._lock:
+            if mode == "cannot_load":
+                classifier._model_path, classifier._classifier = Path("/nonexistent/open_nsfw.onnx"), None
+            else:
+                classifier._classifier = _RaisingSession()
+        logging.warning("FaultBreakImageClassifier: classifier broken (%s)", mode)
+        return io.NodeOutput(images)
+
+
 class FaultNodesExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [FaultCrash, FaultHang, FaultLeak]
+        return [FaultCrash, FaultHang, FaultLeak, FaultBreakImageClassifier]
 
 
 async def comfy_entrypoint() -> FaultNodesExtension:
