@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner.install_state import (  # noqa: E402 - the path above makes the package importable
+from cak.cpu_models import MODEL_FILES  # noqa: E402 - the path above makes the package importable
+from cak.install_state import (  # noqa: E402 - standard library only at import time
     CUSTOM_NODES_DIR,
     EMBEDDED_COMFYUI_DIR,
     EXTRA_MODEL_PATHS_FILE,
@@ -39,7 +40,6 @@ from runner.install_state import (  # noqa: E402 - the path above makes the pack
     InstallState,
     comfyui_version,
 )
-from runner.tiny_models import MODEL_FILES  # noqa: E402 - standard library only at import time
 
 MIN_PYTHON = (3, 11)  # asyncio.timeout; wait_for before 3.12 can swallow a cancellation
 TORCH_PINS = ("torch==2.14.1", "torchvision==0.29.1")
@@ -285,7 +285,7 @@ class Installer:
         if all((self.models_dir / folder / name).is_file() for folder, name in MODEL_FILES.items()):
             return
         result = subprocess.run(
-            [str(self.python), "-m", "runner.tiny_models", "--comfyui", str(self.comfyui),
+            [str(self.python), "-m", "tools.tiny_models", "--comfyui", str(self.comfyui),
              "--out", str(self.models_dir)], cwd=REPO_ROOT, text=True, stdout=sys.stdout,
             stderr=subprocess.PIPE)
         if result.returncode != 0:

@@ -26,10 +26,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runner.comfy_client import ComfyClient  # noqa: E402 - path set above
-from runner.comfy_process import ComfyLaunch, ComfyProcess, free_port  # noqa: E402
-from runner.install_state import REPO_ROOT, load_state  # noqa: E402
-from runner.workflow import Workflow  # noqa: E402
+from cak.comfy_client import ComfyClient  # noqa: E402 - path set above
+from cak.comfy_process import ComfyLaunch, ComfyProcess, free_port  # noqa: E402
+from cak.install_state import REPO_ROOT, load_state  # noqa: E402
+from cak.workflow import Workflow  # noqa: E402
 from supervisor.service_client import ServiceClient  # noqa: E402
 
 WORKFLOW = "cute_animal_cpu"

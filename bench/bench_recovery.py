@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runner.events import ComfyEvent  # noqa: E402
+from cak.events import ComfyEvent  # noqa: E402
 from supervisor.config import load_config  # noqa: E402
 from supervisor.instance import InstanceSnapshot  # noqa: E402
 from supervisor.pool import InstanceLost, Pool  # noqa: E402

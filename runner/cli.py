@@ -1,7 +1,7 @@
 """``python -m runner``: run, validate and convert workflows against a ComfyUI server.
 
 Every failure ends in one line on stderr (no traceback) and a distinct exit code (see
-``runner.errors`` and the epilog below), so that scripts and the supervisor can act on it.
+``cak.errors`` and the epilog below), so that scripts and the supervisor can act on it.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .comfy_client import ComfyClient
-from .comfy_process import ComfyLaunch, ComfyProcess, ComfyStartError
-from .errors import (
+from cak.comfy_client import ComfyClient
+from cak.comfy_process import ComfyLaunch, ComfyProcess, ComfyStartError
+from cak.errors import (
     EXIT_EXECUTION,
     EXIT_OK,
     EXIT_SERVER,
@@ -32,13 +32,14 @@ from .errors import (
     UsageError,
     ValidationFailed,
 )
-from .events import RunResult
-from .install_state import REPO_ROOT, VAR_DIR, NotInstalledError, load_state
+from cak.events import RunResult
+from cak.install_state import REPO_ROOT, VAR_DIR, NotInstalledError, load_state
+from cak.workflow import Workflow, parse_assignments
+
 from .object_info import ObjectInfo
 from .progress import ProgressReporter
 from .ui_convert import ui_to_api
 from .validation import validate_graph
-from .workflow import Workflow, parse_assignments
 
 DEFAULT_SERVER = os.environ.get("CAK_COMFYUI_URL", "http://127.0.0.1:8188")
 DEMO_WORKFLOW = "cute_animal_cpu"

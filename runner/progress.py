@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from .events import RECONCILED, RECONNECTED, ComfyEvent
+from cak.events import RECONCILED, RECONNECTED, ComfyEvent
 
 BAR_WIDTH = 24
 

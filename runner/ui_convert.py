@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import UsageError
+from cak.errors import UsageError
+
 from .object_info import NodeSpec, ObjectInfo
 
 MODE_ALWAYS = 0

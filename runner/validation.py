@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import ValidationFailed
+from cak.errors import ValidationFailed
+
 from .object_info import InputSpec, NodeSpec, ObjectInfo, types_compatible
 
 # Loader input name → ComfyUI model folder (the name under models/).

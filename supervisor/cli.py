@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner.install_state import REPO_ROOT
+from cak.install_state import REPO_ROOT
 
 from .log_format import configure_logging
 from .service_client import ServiceClient, ServiceError

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from runner.install_state import REPO_ROOT, load_state
+from cak.install_state import REPO_ROOT, load_state
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 RAW_SECTIONS = ("http", "jobs")

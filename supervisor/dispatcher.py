@@ -18,16 +18,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.errors import (
-    ComfyError, ExecutionFailed, Interrupted, PromptRejected, RunTimeout, ServerGone,
-    ServerUnreachable, UnsafeContent, UsageError, ValidationFailed,
+from cak.errors import (
+    ComfyError,
+    ExecutionFailed,
+    Interrupted,
+    PromptRejected,
+    RunTimeout,
+    ServerGone,
+    ServerUnreachable,
+    UnsafeContent,
+    UsageError,
+    ValidationFailed,
 )
-from runner.events import ComfyEvent, RunResult
+from cak.events import ComfyEvent, RunResult
 
 from .job_events import JobEvents
 from .job_request import FieldError, JobRequest
 from .job_store import (
-    CANCELLED, FAILED, QUEUED, REJECTED, SUCCEEDED, SUPERVISOR_SHUTDOWN, Job, JobStore,
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    REJECTED,
+    SUCCEEDED,
+    SUPERVISOR_SHUTDOWN,
+    Job,
+    JobStore,
 )
 from .metrics import ServiceMetrics
 from .pool import InstanceLost, Pool, PoolUnavailable

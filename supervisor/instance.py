@@ -19,10 +19,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from runner.comfy_client import ComfyClient
-from runner.comfy_process import ComfyLaunch, ComfyProcess, ComfyStartError, wait_exit
-from runner.errors import ComfyError, RunTimeout
-from runner.install_state import InstallState
+from cak.comfy_client import ComfyClient
+from cak.comfy_process import ComfyLaunch, ComfyProcess, ComfyStartError, wait_exit
+from cak.errors import ComfyError, RunTimeout
+from cak.install_state import InstallState
 
 from .config import HealthPolicy, InstanceConfig
 from .restart_policy import RestartPolicy

@@ -12,7 +12,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from runner.events import ComfyEvent
+from cak.events import ComfyEvent
 
 LISTENER_QUEUE = 256
 

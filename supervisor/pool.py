@@ -16,10 +16,10 @@ import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from runner.comfy_client import EventHandler
-from runner.errors import NotComfyUI, RunTimeout, ServerGone, ServerUnreachable
-from runner.events import ComfyEvent, RunResult
-from runner.install_state import load_state
+from cak.comfy_client import EventHandler
+from cak.errors import NotComfyUI, RunTimeout, ServerGone, ServerUnreachable
+from cak.events import ComfyEvent, RunResult
+from cak.install_state import load_state
 
 from .config import SupervisorConfig
 from .instance import Instance, InstanceSnapshot, InstanceState

@@ -1,6 +1,6 @@
 """Measuring a ComfyUI process's memory: the RSS of its whole process tree.
 
-(Noticing that it exited is the launcher's job: ``runner.comfy_process.wait_exit``.)
+(Noticing that it exited is the launcher's job: ``cak.comfy_process.wait_exit``.)
 """
 
 from __future__ import annotations

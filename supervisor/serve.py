@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from runner.install_state import REPO_ROOT, NotInstalledError
+from cak.install_state import REPO_ROOT, NotInstalledError
 
 from .api import create_app
 from .config import ConfigError, load_config

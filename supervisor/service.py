@@ -14,7 +14,7 @@ from typing import Any
 
 from cute_animal_kids.text_safety import TextSafetyDecision, check_text, get_checker
 
-from runner.install_state import WORKFLOWS_DIR
+from cak.install_state import WORKFLOWS_DIR
 
 from .config import SupervisorConfig
 from .dispatcher import Dispatcher

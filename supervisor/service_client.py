@@ -1,6 +1,6 @@
 """The command line's way to a running job service: its HTTP API, nothing else.
 
-(ComfyUI itself is only ever spoken to by ``runner.comfy_client``, inside the service.)
+(ComfyUI itself is only ever spoken to by ``cak.comfy_client``, inside the service.)
 """
 
 from __future__ import annotations

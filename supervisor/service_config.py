@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from runner.install_state import REPO_ROOT
+from cak.install_state import REPO_ROOT
 
 from .config import ConfigError, SupervisorConfig, merge
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from runner.tiny_models import DIFFUSION_MODEL, TEXT_ENCODER, VAE
+from cak.cpu_models import DIFFUSION_MODEL, TEXT_ENCODER, VAE
 
 
 def warmup_graph(path: Path | None = None) -> dict:

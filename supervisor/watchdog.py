@@ -15,8 +15,8 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from runner.comfy_client import ComfyClient
-from runner.errors import ComfyError
+from cak.comfy_client import ComfyClient
+from cak.errors import ComfyError
 
 from .process_watch import tree_memory
 

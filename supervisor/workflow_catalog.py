@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from runner.errors import UsageError
-from runner.install_state import WORKFLOWS_DIR
-from runner.workflow import Workflow
+from cak.errors import UsageError
+from cak.install_state import WORKFLOWS_DIR
+from cak.workflow import Workflow
 
 from .job_request import FieldError, JobRequest
 

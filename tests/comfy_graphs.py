@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runner.tiny_models import DIFFUSION_MODEL, TEXT_ENCODER, VAE
+from cak.cpu_models import DIFFUSION_MODEL, TEXT_ENCODER, VAE
 
 
 def cpu_graph(prompt: str = "a cute little bear in a hat", width: int = 64, height: int = 64,

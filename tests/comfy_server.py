@@ -9,8 +9,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from runner.comfy_process import ComfyLaunch, ComfyProcess
-from runner.install_state import load_state
+from cak.comfy_process import ComfyLaunch, ComfyProcess
+from cak.install_state import load_state
 
 
 class PromptFailed(AssertionError):

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from runner.comfy_process import free_port
-from runner.install_state import REPO_ROOT
+from cak.comfy_process import free_port
+from cak.install_state import REPO_ROOT
 
 FINAL_STATES = {"succeeded", "failed", "rejected", "cancelled"}
 # A job that samples long enough (~11 s on an idle 2-core machine, 100 steps at 768²) for a test to

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.install_state import REPO_ROOT
+from cak.install_state import REPO_ROOT
 from tests.supervisor_fixtures import comfy_processes_under
 
 pytestmark = pytest.mark.slow

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from runner.comfy_process import ComfyLaunch, ComfyProcess
-from runner.install_state import load_state
+from cak.comfy_process import ComfyLaunch, ComfyProcess
+from cak.install_state import load_state
 
 
 def test_start_kills_a_stale_comfyui_left_on_the_same_folders(tmp_path):

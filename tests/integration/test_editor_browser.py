@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from runner.install_state import WORKFLOWS_DIR
+from cak.install_state import WORKFLOWS_DIR
 from tests.headless_chromium import HeadlessChromium, requires_chromium
 
 pytestmark = [pytest.mark.browser, requires_chromium()]

@@ -8,7 +8,7 @@ import sys
 
 from PIL import Image
 
-from runner.install_state import EXTRA_MODEL_PATHS_FILE, REPO_ROOT, STATE_FILE
+from cak.install_state import EXTRA_MODEL_PATHS_FILE, REPO_ROOT, STATE_FILE
 from tests.comfy_graphs import cpu_graph
 
 

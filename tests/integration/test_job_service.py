@@ -18,7 +18,7 @@ import uuid
 import pytest
 from PIL import Image
 
-from runner.install_state import REPO_ROOT
+from cak.install_state import REPO_ROOT
 from tests.job_service import SLOW_JOB, SupervisorProcess
 
 TOKEN = "test-token-0123456789"

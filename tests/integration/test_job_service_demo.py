@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runner.comfy_process import free_port
-from runner.install_state import REPO_ROOT
+from cak.comfy_process import free_port
+from cak.install_state import REPO_ROOT
 
 
 @pytest.mark.slow

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from runner.comfy_client import ComfyClient
-from runner.errors import (
+from cak.comfy_client import ComfyClient
+from cak.errors import (
     EXIT_SERVER,
     EXIT_UNSAFE,
     EXIT_USAGE,
     EXIT_VALIDATION,
 )
-from runner.install_state import REPO_ROOT, WORKFLOWS_DIR
-from runner.workflow import Workflow
+from cak.install_state import REPO_ROOT, WORKFLOWS_DIR
+from cak.workflow import Workflow
 
 
 def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:

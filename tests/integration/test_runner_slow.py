@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import EXIT_SERVER
-from runner.install_state import REPO_ROOT
+from cak.errors import EXIT_SERVER
+from cak.install_state import REPO_ROOT
 from tests.comfy_server import ComfyTestServer
 
 

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from runner.errors import PromptRejected
+from cak.errors import PromptRejected
 from supervisor.pool import InstanceLost
 from tests.comfy_graphs import cpu_graph
 from tests.supervisor_fixtures import (

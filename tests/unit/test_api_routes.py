@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import yaml
 
-from runner.install_state import REPO_ROOT
+from cak.install_state import REPO_ROOT
 from supervisor.api import OPENAPI_FILE, create_app
 from supervisor.service_config import HttpConfig
 

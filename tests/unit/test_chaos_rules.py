@@ -9,7 +9,7 @@ from collections import Counter
 
 import yaml
 
-from runner.install_state import REPO_ROOT
+from cak.install_state import REPO_ROOT
 
 _spec = importlib.util.spec_from_file_location("chaos_bench", REPO_ROOT / "bench" / "chaos.py")
 chaos = importlib.util.module_from_spec(_spec)

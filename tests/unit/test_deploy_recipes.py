@@ -18,7 +18,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from runner.install_state import REPO_ROOT
+from cak.install_state import REPO_ROOT
 from supervisor.cli import build_parser
 from supervisor.config import load_config
 from supervisor.metrics import ServiceMetrics

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runner.install_state import WORKFLOWS_DIR
+from cak.install_state import WORKFLOWS_DIR
 from supervisor.config import ConfigError, load_config
 from supervisor.job_request import FieldError, JobRequest, parse_job_request, valid_job_id
 from supervisor.service_config import TOKEN_ENV, service_config

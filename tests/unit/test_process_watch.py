@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from runner.comfy_process import wait_exit
+from cak.comfy_process import wait_exit
 from supervisor.process_watch import tree_memory
 
 CHILD_WITH_GRANDCHILD = (

@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 import pytest
 from aiohttp import WSMsgType, web
 
-from runner.comfy_client import ComfyClient
-from runner.errors import (
+from cak.comfy_client import ComfyClient
+from cak.errors import (
     Interrupted,
     NotComfyUI,
     PromptRejected,
@@ -19,7 +19,7 @@ from runner.errors import (
     StepTimeout,
     UnsafeContent,
 )
-from runner.events import RECONCILED, RECONNECTED
+from cak.events import RECONCILED, RECONNECTED
 
 GRAPH = {"1": {"class_type": "SaveImage", "inputs": {}}}
 IMAGE = {"filename": "cute_00001_.png", "subfolder": "", "type": "output"}

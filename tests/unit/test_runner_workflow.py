@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-
 from cute_animal_kids.prompt_composer import style_names
-from runner.errors import UsageError
-from runner.install_state import WORKFLOWS_DIR
+
+from cak.errors import UsageError
+from cak.install_state import WORKFLOWS_DIR
+from cak.workflow import Workflow, parse_assignments
 from runner.object_info import ObjectInfo
 from runner.ui_convert import ConversionError, ui_to_api
-from runner.workflow import Workflow, parse_assignments
 
 WORKFLOWS = ("cute_animal_cpu", "cute_animal_qwen_image")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.install_state import REPO_ROOT, load_state
+from cak.install_state import REPO_ROOT, load_state
 from supervisor.config import ConfigError, load_config
 
 

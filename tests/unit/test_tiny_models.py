@@ -7,12 +7,13 @@ import sys
 
 from safetensors import safe_open
 
-from runner.install_state import REPO_ROOT, load_state
-from runner.tiny_models import MODEL_FILES, sha256
+from cak.cpu_models import MODEL_FILES
+from cak.install_state import REPO_ROOT, load_state
+from tools.tiny_models import sha256
 
 
 def _generate(out, seed: int) -> None:
-    subprocess.run([sys.executable, "-m", "runner.tiny_models", "--comfyui", load_state().comfyui_path,
+    subprocess.run([sys.executable, "-m", "tools.tiny_models", "--comfyui", load_state().comfyui_path,
                     "--out", str(out), "--seed", str(seed)], cwd=REPO_ROOT, check=True,
                    capture_output=True, timeout=300)
 

@@ -13,7 +13,7 @@ shapes are exactly what its loaders expect) and every tensor is filled from one 
 the same seed gives byte-identical files. The pictures they draw are noise; the plumbing is what
 they test.
 
-Run with the ComfyUI tree on ``sys.path``: ``python -m runner.tiny_models --comfyui PATH --out DIR``.
+Run with the ComfyUI tree on ``sys.path``: ``python -m tools.tiny_models --comfyui PATH --out DIR``.
 """
 
 from __future__ import annotations
@@ -27,17 +27,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-DIFFUSION_MODEL = "cak_cpu_mmdit.safetensors"
-TEXT_ENCODER = "cak_cpu_clip_l.safetensors"
-VAE = "cak_cpu_vae.safetensors"
-DEFAULT_SEED = 20261125
+from cak.cpu_models import DIFFUSION_MODEL, MODEL_FILES, TEXT_ENCODER, VAE
 
-# Folder (ComfyUI model type) → file name, in generation order.
-MODEL_FILES: dict[str, str] = {
-    "diffusion_models": DIFFUSION_MODEL,
-    "text_encoders": TEXT_ENCODER,
-    "vae": VAE,
-}
+DEFAULT_SEED = 20261125
 
 
 def _import_comfy(comfyui: Path) -> None:
@@ -151,7 +143,7 @@ def sha256(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m runner.tiny_models",
+        prog="python -m tools.tiny_models",
         description="Write deterministic random-weight CPU stand-ins for the Qwen-Image models.",
     )
     parser.add_argument("--comfyui", type=Path, required=True, help="ComfyUI source tree (holds main.py)")

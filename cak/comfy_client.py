@@ -3,7 +3,7 @@
 ``run`` opens the websocket before it posts the prompt (so no event is missed), follows the
 prompt's events, and survives a dropped socket: it reconnects and reconciles from ``/history``,
 since the prompt may have finished while nobody listened. Every wait has a limit, and each way a
-run can end has its own error class (``runner.errors``).
+run can end has its own error class (``cak.errors``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Set-up tools run by install.py (not imported by the runner or the supervisor)."""
