@@ -117,14 +117,14 @@ class ComfyClient:
                 return body
         except aiohttp.ClientConnectorError as exc:
             raise ServerUnreachable(f"cannot connect to {self.base_url} ({_reason(exc)}): is ComfyUI "
-                                    "running there?") from None
+                                    "running there?") from exc
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             raise ServerGone(f"{self.base_url} dropped the connection during {method} {path} "
-                             f"({_reason(exc)})") from None
-        except asyncio.TimeoutError:
-            raise RunTimeout(f"{method} {url} got no answer within {self.request_timeout:g} s") from None
+                             f"({_reason(exc)})") from exc
+        except asyncio.TimeoutError as exc:
+            raise RunTimeout(f"{method} {url} got no answer within {self.request_timeout:g} s") from exc
         except aiohttp.ClientError as exc:
-            raise ServerUnreachable(f"{method} {url} failed: {_reason(exc)}") from None
+            raise ServerUnreachable(f"{method} {url} failed: {_reason(exc)}") from exc
 
     async def check(self) -> dict:
         """``/system_stats``, after making sure the server is a ComfyUI (``NotComfyUI`` if not)."""
@@ -220,12 +220,12 @@ class ComfyClient:
                                  max_size=None, ping_interval=20, ping_timeout=60, close_timeout=2)
         except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI) as exc:
             if not first:
-                raise _SocketLost(_reason(exc)) from None
+                raise _SocketLost(_reason(exc)) from exc
             if isinstance(exc, InvalidHandshake):
                 await self.check()  # something answers HTTP: NotComfyUI unless it is a ComfyUI
-                raise NotComfyUI(f"{self.base_url} refused the websocket /ws ({_reason(exc)})") from None
+                raise NotComfyUI(f"{self.base_url} refused the websocket /ws ({_reason(exc)})") from exc
             raise ServerUnreachable(f"cannot connect to {self.base_url} ({_reason(exc)}): is ComfyUI "
-                                    "running there?") from None
+                                    "running there?") from exc
 
     async def _follow(self, socket: ClientConnection, tracker: "_RunTracker") -> RunResult:
         """Read events until the prompt ends; reconnect and reconcile when the socket is lost."""
@@ -256,7 +256,7 @@ class ComfyClient:
                 tracker.check_deadlines()
                 continue
             except (ConnectionClosed, OSError) as exc:
-                raise _SocketLost(_reason(exc)) from None
+                raise _SocketLost(_reason(exc)) from exc
             if isinstance(frame, bytes):
                 tracker.saw_activity()  # a preview image: our prompt is alive
                 continue
@@ -294,7 +294,7 @@ class ComfyClient:
             except _SocketLost as exc:
                 if time.monotonic() - lost_at > self.reconnect_window:
                     raise ServerGone(f"{self.base_url} went away during prompt {tracker.prompt_id} and "
-                                     f"did not come back within {self.reconnect_window:g} s ({exc})") from None
+                                     f"did not come back within {self.reconnect_window:g} s ({exc})") from exc
                 tracker.check_deadlines()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -315,8 +315,8 @@ class ComfyClient:
             entry = await self.history(tracker.prompt_id)
         except (ServerUnreachable, ServerGone) as exc:
             if not raise_gone:
-                raise _SocketLost(str(exc)) from None
-            raise ServerGone(f"{self.base_url} went away during prompt {tracker.prompt_id} ({exc})") from None
+                raise _SocketLost(str(exc)) from exc
+            raise ServerGone(f"{self.base_url} went away during prompt {tracker.prompt_id} ({exc})") from exc
         if entry is not None:
             status = entry.get("status") or {}
             await tracker.emit(ComfyEvent(RECONCILED, {"status": status.get("status_str"), "source": "history"},

@@ -188,7 +188,7 @@ class Dispatcher:
         except ExecutionFailed as exc:
             await self._final(job, attempt, FAILED, "node_error", where, error=str(exc))
         except (ServerGone, ServerUnreachable, RunTimeout) as exc:
-            await self._retry(job, attempt, type(exc).__name__, where, str(exc))
+            await self._retry(job, attempt, type(exc).__name__, where, with_cause(exc))
         except asyncio.CancelledError:
             # Shutdown: the next start takes the job again (this attempt does not count).
             await asyncio.shield(self.store.retry_or_fail(job.id, attempt, SUPERVISOR_SHUTDOWN,
@@ -258,6 +258,12 @@ class Dispatcher:
         current = await self.store.get(job.id)
         if current is not None:
             self.events.state(job.id, current.state, error=current.error, category=current.category)
+
+
+def with_cause(exc: BaseException) -> str:
+    """The short message, and for the log the low-level error it came from (socket, timeout)."""
+    cause = exc.__cause__
+    return f"{exc} [cause: {type(cause).__name__}: {cause}]" if cause is not None else str(exc)
 
 
 def _write_file(path: Path, data: bytes) -> None:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
+import aiohttp
 from aiohttp import WSMsgType, web
 
 from cak.comfy_client import ComfyClient
@@ -20,6 +21,7 @@ from cak.errors import (
     UnsafeContent,
 )
 from cak.events import RECONCILED, RECONNECTED
+from supervisor.dispatcher import with_cause
 
 GRAPH = {"1": {"class_type": "SaveImage", "inputs": {}}}
 IMAGE = {"filename": "cute_00001_.png", "subfolder": "", "type": "output"}
@@ -241,8 +243,12 @@ def test_server_that_goes_away_for_good_is_server_gone():
 def test_unreachable_and_not_comfyui():
     async def main() -> None:
         async with ComfyClient("http://127.0.0.1:9") as client:
-            with pytest.raises(ServerUnreachable):
+            with pytest.raises(ServerUnreachable) as unreachable:
                 await client.check()
+        # The short message for users; the low-level cause kept for the service's logs.
+        assert "\n" not in str(unreachable.value) and "Traceback" not in str(unreachable.value)
+        assert isinstance(unreachable.value.__cause__, aiohttp.ClientConnectorError)
+        assert "cause: ClientConnectorError" in with_cause(unreachable.value)
         app = web.Application()
         async def page(request: web.Request) -> web.Response:
             return web.Response(text="<html>hello</html>")
