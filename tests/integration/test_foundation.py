@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from PIL import Image
 
-from cak.install_state import EXTRA_MODEL_PATHS_FILE, REPO_ROOT, STATE_FILE
+from cak.install_state import EXTRA_MODEL_PATHS_FILE, REPO_ROOT, STATE_FILE, comfyui_version
 from tests.comfy_graphs import cpu_graph
 
 
@@ -45,7 +46,12 @@ def test_install_rerun_changes_nothing():
     before = (STATE_FILE.read_text(), EXTRA_MODEL_PATHS_FILE.read_text())
     result = _install()
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "ComfyUI 0.3.75" in result.stdout or "ComfyUI " in result.stdout
+    # The version reported is the one the ComfyUI tree declares, and the one recorded.
+    state = json.loads(before[0])
+    version = comfyui_version(Path(state["comfyui_path"]))
+    assert version != "unknown" and version == state["comfyui_version"]
+    kind = "embedded" if state["embedded"] else "your own"
+    assert f"ComfyUI {version} ({kind}) at {state['comfyui_path']}" in result.stdout.splitlines(), result.stdout
     assert (STATE_FILE.read_text(), EXTRA_MODEL_PATHS_FILE.read_text()) == before
     assert "Collecting" not in result.stdout  # nothing was installed again
 
