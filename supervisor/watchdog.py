@@ -6,7 +6,8 @@
 - ``leak``: the RSS of the process tree (or, on a GPU, torch's reserved memory) passed its limit or
   grew too far over the baseline taken after warm-up;
 - idle release: ``POST /free`` after ``idle_free_s`` without work.
-Crashes are not polled for: ``Instance`` learns of an exit from the process's pidfd.
+Crashes are not polled for: ``Instance`` learns of an exit from the launcher's pidfd wait
+(``runner.comfy_process.wait_exit``).
 """
 
 from __future__ import annotations

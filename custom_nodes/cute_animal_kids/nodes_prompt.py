@@ -1,6 +1,6 @@
 """``CuteAnimalPrompt``: turns a child's or parent's description into positive and negative prompts.
 
-The composing itself is pure Python in :mod:`.prompt_composer` (shared with the supervisor); this
+The composing itself is pure Python in :mod:`.prompt_composer` (tested without ComfyUI); this
 module only adapts it to ComfyUI's V3 node schema.
 """
 

@@ -4,7 +4,10 @@ The description is kept verbatim (only trimmed) inside the style template: it is
 request, and rewriting it would hide from the safety check what is actually sent to the model.
 Styles, the shared cute/age-appropriate base and the length limit live in ``data/styles.yaml``.
 
-No ComfyUI imports: the supervisor uses :func:`style_names` and :func:`compose` directly.
+No ComfyUI imports, so it runs without ComfyUI: the Cute Animal Prompt node (``nodes_prompt``)
+wraps it, and the unit tests call :func:`style_names` and :func:`compose` directly (the workflow
+manifests' style choices are checked against :func:`style_names`). The supervisor does not import
+it: prompts are composed inside ComfyUI, by the node.
 """
 
 from __future__ import annotations
