@@ -12,7 +12,9 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
+import yaml
 from aiohttp import web
 
 from cak.install_state import REPO_ROOT, NotInstalledError
@@ -29,12 +31,29 @@ log = logging.getLogger("supervisor")
 
 DEMO_PROMPT = "一只戴帽子的小熊"
 DEMO_STYLE = "watercolor"
+DEMO_INSTANCES = 2
 HTTP_SHUTDOWN_S = 5.0
+
+
+def demo_overrides(config_path: Path | None) -> dict[str, Any] | None:
+    """``--demo`` runs two CPU instances, unless the config file names its own ``instances``.
+
+    Merged, not replaced: a config that lists instances (ports, GPUs) keeps them for the demo.
+    """
+    if config_path is not None:
+        try:
+            named = "instances" in (yaml.safe_load(config_path.read_text()) or {})
+        except (OSError, yaml.YAMLError, TypeError):
+            named = False  # load_config reports what is wrong with the file
+        if named:
+            print(f"demo: using the instances of {config_path}", flush=True)
+            return None
+    return {"instances": DEMO_INSTANCES}
 
 
 async def serve(config_path: Path | None, demo: bool = False) -> int:
     try:
-        config = load_config(config_path, {"instances": 2} if demo else None)
+        config = load_config(config_path, demo_overrides(config_path) if demo else None)
         settings = service_config(config, config_path.resolve().parent if config_path else REPO_ROOT)
         service = JobService(config, settings)
     except (ConfigError, NotInstalledError) as exc:
