@@ -10,25 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from cak.errors import ValidationFailed
+from cak.model_folders import MODEL_FOLDERS
 
 from .object_info import InputSpec, NodeSpec, ObjectInfo, types_compatible
-
-# Loader input name → ComfyUI model folder (the name under models/).
-MODEL_FOLDERS: dict[str, str] = {
-    "unet_name": "diffusion_models",
-    "clip_name": "text_encoders",
-    "clip_name1": "text_encoders",
-    "clip_name2": "text_encoders",
-    "clip_name3": "text_encoders",
-    "clip_name4": "text_encoders",
-    "vae_name": "vae",
-    "lora_name": "loras",
-    "ckpt_name": "checkpoints",
-    "control_net_name": "controlnet",
-    "upscale_model_name": "upscale_models",
-    "style_model_name": "style_models",
-}
-
 
 def validate_graph(graph: dict[str, Any], object_info: ObjectInfo, models_hint: str = "models") -> list[str]:
     """Every problem found, one readable line each (empty when the graph fits the server).

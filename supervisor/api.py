@@ -306,7 +306,7 @@ async def list_instances(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     counts = await service.store.counts()
     instances = [{
-        "name": snap.name, "state": snap.state, "pid": snap.pid,
+        "name": snap.name, "url": snap.url, "state": snap.state, "pid": snap.pid,
         "rss_mb": snap.rss_mb, "device_mem_mb": snap.device_mem_mb, "jobs_run": snap.jobs_run,
         "restarts": dict(snap.restarts), "last_restart_reason": snap.last_restart_reason,
         "started_at": snap.started_at,

@@ -25,7 +25,13 @@ from .service_config import TOKEN_ENV
 URL_ENV = "CAK_SUPERVISOR_URL"
 DEFAULT_URL = "http://127.0.0.1:8288"
 DEMO_PROMPT = "一只戴帽子的小熊"
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNSAFE, EXIT_FAILED = 0, 1, 2, 4, 5
+# Exit codes (docs/api.md "Command line"); 2 is also argparse's for a bad command line.
+EXIT_OK = 0
+EXIT_UNREACHABLE = 1      # cannot reach the service, or it takes no jobs now (503)
+EXIT_BAD_REQUEST = 2      # the service refused the request: a bad field, token, id or name (4xx)
+EXIT_MISSING_MODELS = 3   # the job was refused because model files are missing on the server
+EXIT_UNSAFE = 4           # the prompt or the picture was judged unsafe for children
+EXIT_FAILED = 5           # the job failed or was cancelled
 
 EXAMPLES = f"""\
 examples:
@@ -34,10 +40,13 @@ examples:
   python -m supervisor status                    # instances, memory, jobs run, restarts, queue depth
   python -m supervisor submit "{DEMO_PROMPT}" --style watercolor --wait
   python -m supervisor jobs --state failed
+  python -m supervisor cancel JOB_ID
   python -m supervisor restart comfy-1
   python -m supervisor drain comfy-2
 
 The commands other than `up` read ${URL_ENV} (default {DEFAULT_URL}) and ${TOKEN_ENV}.
+Exit codes: 0 done, {EXIT_UNREACHABLE} service unreachable or not taking jobs, {EXIT_BAD_REQUEST} bad request,
+{EXIT_MISSING_MODELS} model files missing, {EXIT_UNSAFE} judged unsafe, {EXIT_FAILED} job failed or cancelled.
 """
 
 
@@ -83,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = remote("jobs", "list recent jobs")
     jobs.add_argument("--state", choices=["queued", "running", "succeeded", "failed", "rejected", "cancelled"])
     jobs.add_argument("--limit", type=int, default=20)
+    cancel = remote("cancel", "cancel a queued job, or interrupt a running one")
+    cancel.add_argument("job_id", help="the job's id, as `submit` or `jobs` prints it")
     for action in ("restart", "drain"):
         sub = remote(action, f"{action} an instance" + (" (after its running job)" if action == "restart"
                                                         else " (no new jobs until restarted)"))
@@ -101,9 +112,16 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_remote(args))
     except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return exit_code_for(exc)
     except KeyboardInterrupt:
         return 130
+
+
+def exit_code_for(exc: ServiceError) -> int:
+    """Unreachable (no answer, or 503) or a refused request (any other error answer)."""
+    if exc.status is None or exc.status >= 500:
+        return EXIT_UNREACHABLE
+    return EXIT_BAD_REQUEST
 
 
 async def _remote(args: argparse.Namespace) -> int:
@@ -121,6 +139,10 @@ async def _remote(args: argparse.Namespace) -> int:
                 prompt = (job["request"].get("prompt") or "(graph)")[:40]
                 print(f"{job['id']}  {when}  {job['state']:<9}  {len(job['attempts'])} att.  {prompt}  {detail}")
             return EXIT_OK
+        if args.command == "cancel":
+            job = await client.request("DELETE", f"/v1/jobs/{args.job_id}")
+            print(f"job {job['id']} {job['state']}" + (" (interrupting it)" if job["state"] == "running" else ""))
+            return EXIT_OK
         data = await client.request("POST", f"/v1/instances/{args.name}/{args.command}")
         print(f"{args.command} of {data['instance']} requested")
         return EXIT_OK
@@ -128,13 +150,14 @@ async def _remote(args: argparse.Namespace) -> int:
 
 async def _status(client: ServiceClient) -> int:
     data = await client.request("GET", "/v1/instances")
-    print(f"{'INSTANCE':<14} {'STATE':<11} {'PID':>7} {'RSS':>9} {'DEVICE':>9} {'JOBS':>5}  RESTARTS")
+    print(f"{'INSTANCE':<14} {'STATE':<11} {'PID':>7} {'RSS':>9} {'DEVICE':>9} {'JOBS':>5}  "
+          f"{'URL':<24} RESTARTS")
     for item in data["instances"]:
         restarts = ", ".join(f"{reason}={count}" for reason, count in sorted(item["restarts"].items())) or "-"
         rss = f"{item['rss_mb']:.0f} MB" if item["rss_mb"] is not None else "-"
         device = f"{item['device_mem_mb']:.0f} MB" if item["device_mem_mb"] is not None else "-"
         print(f"{item['name']:<14} {item['state']:<11} {item['pid'] or '-':>7} {rss:>9} {device:>9} "
-              f"{item['jobs_run']:>5}  {restarts}")
+              f"{item['jobs_run']:>5}  {item['url']:<24} {restarts}")
     print(f"queue depth: {data['queue_depth']}  running jobs: {data['running_jobs']}")
     return EXIT_OK
 
@@ -158,23 +181,35 @@ async def _submit(client: ServiceClient, args: argparse.Namespace) -> int:
     if not args.wait:
         print(job["id"])
         return EXIT_OK
-    return await follow_and_save(client, job["id"], args.out)
+    try:
+        return await follow_and_save(client, job["id"], args.out)
+    except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels us, then raises KeyboardInterrupt
+        print(f"\nstopped following; job {job['id']} is still queued or running on the service.\n"
+              f"cancel it with: python -m supervisor cancel {job['id']}", file=sys.stderr)
+        raise
 
 
 async def follow_and_save(client: ServiceClient, job_id: str, out: Path) -> int:
     """Show the job's progress until it ends; save its images and print their paths."""
     bar = ProgressBar()
+    last_note = None
     async for name, event in client.events(job_id):
         if name == "progress":
             bar.show(event.get("fraction", 0.0), f"{event.get('instance')} #{event.get('attempt')}")
         elif name == "state":
-            bar.note(event["state"] + (f" ({event['error']})" if event.get("error") else ""))
+            note = event["state"]  # a final error is printed once, below
+            if note != last_note:  # the stream's first event may repeat the state already shown
+                bar.note(note)
+            last_note = note
     bar.done()
     job = await client.request("GET", f"/v1/jobs/{job_id}")
     if job["state"] != "succeeded":
         category = f", category {job['category']}" if job.get("category") else ""
         print(f"job {job_id} {job['state']}{category}: {job.get('error') or ''}", file=sys.stderr)
-        return EXIT_UNSAFE if job["state"] == "rejected" else EXIT_FAILED
+        if job["state"] != "rejected":
+            return EXIT_FAILED
+        return {"missing_models": EXIT_MISSING_MODELS, "invalid": EXIT_BAD_REQUEST}.get(job.get("category"),
+                                                                                       EXIT_UNSAFE)
     paths = []
     for index, url in enumerate(job["images"]):
         data = await client.download(url)

@@ -31,6 +31,7 @@ from cak.errors import (
     ValidationFailed,
 )
 from cak.events import ComfyEvent, RunResult
+from cak.model_folders import MODEL_FOLDERS
 
 from .job_events import JobEvents
 from .job_request import FieldError, JobRequest
@@ -177,7 +178,14 @@ class Dispatcher:
             self.metrics.safety_rejections.labels(exc.kind, category).inc()
             await self._final(job, attempt, REJECTED, f"unsafe_{exc.kind}", where,
                               error=f"the {exc.kind} was judged unsafe for children", category=category)
-        except (PromptRejected, ValidationFailed, UsageError, FieldError) as exc:
+        except PromptRejected as exc:
+            missing = missing_model_files(exc.node_errors)
+            if missing:
+                await self._final(job, attempt, REJECTED, "missing_models", where, category="missing_models",
+                                  error="model files missing on the server: " + "; ".join(missing))
+            else:
+                await self._final(job, attempt, REJECTED, "invalid", where, error=str(exc), category="invalid")
+        except (ValidationFailed, UsageError, FieldError) as exc:
             await self._final(job, attempt, REJECTED, "invalid", where, error=str(exc), category="invalid")
         except Interrupted as exc:
             current = await self.store.get(job.id)
@@ -258,6 +266,22 @@ class Dispatcher:
         current = await self.store.get(job.id)
         if current is not None:
             self.events.state(job.id, current.state, error=current.error, category=current.category)
+
+
+def missing_model_files(node_errors: dict[str, Any]) -> list[str]:
+    """'<file> (put it in models/<folder>/)' once per file ComfyUI did not find, from its node_errors.
+
+    ComfyUI reports a missing model as ``value_not_in_list`` on a loader's input (twice when two
+    outputs depend on the loader); ``cak.model_folders.MODEL_FOLDERS`` names the folder it goes in.
+    """
+    found: dict[str, str] = {}
+    for entry in node_errors.values():
+        for error in entry.get("errors", []) if isinstance(entry, dict) else []:
+            info = error.get("extra_info") or {}
+            folder = MODEL_FOLDERS.get(str(info.get("input_name")))
+            if error.get("type") == "value_not_in_list" and folder is not None:
+                found.setdefault(str(info.get("received_value")), folder)
+    return [f"{name} (put it in models/{folder}/)" for name, folder in found.items()]
 
 
 def with_cause(exc: BaseException) -> str:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -191,6 +192,8 @@ def test_cli_submit_wait_saves_the_image_and_status_lists_instances(service, tmp
                             capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stderr
     assert "comfy-1" in status.stdout and "comfy-2" in status.stdout and "queue depth: " in status.stdout
+    for instance in service.get("/v1/instances")["instances"]:  # each URL, for runner run --server
+        assert instance["url"].startswith("http://127.0.0.1:") and instance["url"] in status.stdout
     jobs = subprocess.run([sys.executable, "-m", "supervisor", "jobs", "--state", "succeeded"], cwd=REPO_ROOT,
                           env=env, capture_output=True, text=True, timeout=60)
     assert jobs.returncode == 0 and "succeeded" in jobs.stdout
@@ -240,3 +243,61 @@ def test_drain_and_restart_an_instance(service):
     assert comfy2["restarts"].get("request") == 1 and comfy2["state"] == "ready", comfy2
     job = service.submit(prompt="a happy hedgehog", width=64, height=64, steps=1)
     assert service.wait_job(job["id"])["state"] == "succeeded"
+
+
+def cli(service: SupervisorProcess, *args: str, url: str | None = None, **popen: Any):
+    env = {**os.environ, "CAK_SUPERVISOR_URL": url or service.url, "CAK_SUPERVISOR_TOKEN": TOKEN}
+    command = [sys.executable, "-m", "supervisor", *args]
+    if popen:
+        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, text=True, **popen)
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def running_job_of(service: SupervisorProcess, prompt: str) -> dict:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        for job in service.get("/v1/jobs?state=running")["jobs"]:
+            if job["request"]["prompt"] == prompt:
+                return service.wait_progress(job["id"])
+        time.sleep(0.3)
+    raise AssertionError(f"no running job for {prompt!r}")
+
+
+def slow_cli_args(prompt: str) -> list[str]:
+    return ["submit", prompt, "--wait", *[f"--{name}={value}" for name, value in SLOW_JOB.items()]]
+
+
+def test_cli_submit_exit_codes_are_distinct(service, tmp_path):
+    """2 bad request, 3 missing model files, 4 unsafe, 5 cancelled, 1 unreachable (docs/api.md)."""
+    assert cli(service, "submit", "a cat", "--width", "72").returncode == 2  # off the manifest's size step
+    assert cli(service, "submit", "a cat", "--style", "gothic").returncode == 2
+    assert cli(service, "submit", "   ").returncode == 2
+    assert cli(service, "submit", "a knife and blood").returncode == 4
+    missing = cli(service, "submit", "a cat", "--workflow", "cute_animal_qwen_image", "--wait",
+                  "--out", str(tmp_path))
+    assert missing.returncode == 3, missing.stderr
+    # Each missing file once, with the folder it goes in; not ComfyUI's raw "Value not in list".
+    assert "qwen_image_fp8_e4m3fn.safetensors (put it in models/diffusion_models/)" in missing.stderr
+    assert missing.stderr.count("qwen_image_vae.safetensors") == 1 and "Value not in list" not in missing.stderr
+    unreachable = cli(service, "status", url="http://127.0.0.1:9")
+    assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
+    waiting = cli(service, *slow_cli_args("a cancelled cat"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    job = running_job_of(service, "a cancelled cat")
+    cancel = cli(service, "cancel", job["id"])
+    assert cancel.returncode == 0 and job["id"] in cancel.stdout
+    _, stderr = waiting.communicate(timeout=300)
+    assert waiting.returncode == 5, stderr
+    assert stderr.count("running") == 1, stderr  # the state is printed once, not twice
+
+
+def test_ctrl_c_during_submit_wait_says_the_job_goes_on_and_how_to_cancel_it(service):
+    waiting = cli(service, *slow_cli_args("an interrupted owl"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    job = running_job_of(service, "an interrupted owl")
+    waiting.send_signal(signal.SIGINT)
+    _, stderr = waiting.communicate(timeout=60)
+    assert waiting.returncode == 130, stderr
+    assert f"job {job['id']} is still queued or running" in stderr
+    assert f"python -m supervisor cancel {job['id']}" in stderr and "Traceback" not in stderr
+    assert service.get(f"/v1/jobs/{job['id']}")["state"] == "running"  # Ctrl-C stopped only the client
+    assert cli(service, "cancel", job["id"]).returncode == 0
+    assert service.wait_job(job["id"])["state"] == "cancelled"
