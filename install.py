@@ -254,6 +254,17 @@ class Installer:
         run_pip(self.python, ["-r", str(requirements), "-c", str(pins)], "requirements")
         write_marker("requirements", fingerprint)
 
+    def install_commands(self) -> None:
+        """This checkout, editable, without dependencies: ``cak-supervisor`` and ``cak-runner`` in the
+        environment's bin/, and ``python -m supervisor`` / ``-m runner`` from any working folder."""
+        pyproject = REPO_ROOT / "pyproject.toml"
+        fingerprint = _fingerprint([str(self.python), str(REPO_ROOT), file_digest(pyproject)])
+        if marker_ok("commands", fingerprint):
+            return
+        # No build isolation: the environment's setuptools builds it, no index needed.
+        run_pip(self.python, ["-e", str(REPO_ROOT), "--no-deps", "--no-build-isolation"], "commands")
+        write_marker("commands", fingerprint)
+
     def expose_pack(self) -> None:
         """Our ComfyUI settings file, the pack on the environment's path, and --link if asked."""
         site_packages = Path(subprocess.run(
@@ -329,6 +340,7 @@ class Installer:
             ("resolve ComfyUI", self.resolve_comfyui),
             ("install ComfyUI's requirements", self.install_comfyui_requirements),
             ("install our requirements", self.install_requirements),
+            ("install the cak-supervisor and cak-runner commands", self.install_commands),
             ("make the node pack visible to ComfyUI", self.expose_pack),
             ("write the small CPU models", self.generate_models),
             ("install Chromium for the browser tests", self.install_browser),

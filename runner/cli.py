@@ -46,15 +46,16 @@ DEMO_WORKFLOW = "cute_animal_cpu"
 DEMO_PROMPT = "一只戴帽子的小熊"
 
 EPILOG = f"""\
-examples:
-  python -m runner run cute_animal_cpu --set prompt="一只戴帽子的小熊" --set seed=7 \\
+examples (cak-runner is in .venv/bin/, installed by install.py; `.venv/bin/python -m runner` is the
+same; both work from any folder):
+  cak-runner run cute_animal_cpu --set prompt="一只戴帽子的小熊" --set seed=7 \\
       --server http://127.0.0.1:8188 --out out/
-  python -m runner run workflows/cute_animal_qwen_image.yaml --set steps=8 --set lora_strength=1 --json
-  python -m runner demo                      # starts ComfyUI, draws one picture, stops it
-  python -m runner validate cute_animal_qwen_image --server http://127.0.0.1:8188
-  python -m runner object-info --server http://127.0.0.1:8188 --out object_info.json
-  python -m runner validate cute_animal_cpu --object-info object_info.json      # offline
-  python -m runner convert my_edit.ui.json --object-info object_info.json --out my_edit.api.json
+  cak-runner run workflows/cute_animal_qwen_image.yaml --set steps=8 --set lora_strength=1 --json
+  cak-runner demo                      # starts ComfyUI, draws one picture, stops it
+  cak-runner validate cute_animal_qwen_image --server http://127.0.0.1:8188
+  cak-runner object-info --server http://127.0.0.1:8188 --out object_info.json
+  cak-runner validate cute_animal_cpu --object-info object_info.json      # offline
+  cak-runner convert my_edit.ui.json --object-info object_info.json --out my_edit.api.json
 
 WORKFLOW is a name from workflows/ (e.g. cute_animal_cpu), a manifest (.yaml) or an API-format
 .json (its manifest is used when one lies next to it). See docs/workflows.md for parameters.
@@ -74,7 +75,7 @@ exit codes:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m runner",
+        prog="cak-runner",
         description="Run Cute Animal Kids workflows on a ComfyUI server, headless: fill parameters "
                     "through the workflow's manifest, check the graph against the server, follow "
                     "progress, download the pictures.",

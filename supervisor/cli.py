@@ -18,6 +18,7 @@ from typing import Any
 
 from cak.install_state import REPO_ROOT
 
+from .command import supervisor_command
 from .log_format import configure_logging
 from .service_client import ServiceClient, ServiceError
 from .service_config import TOKEN_ENV
@@ -34,15 +35,16 @@ EXIT_UNSAFE = 4           # the prompt or the picture was judged unsafe for chil
 EXIT_FAILED = 5           # the job failed or was cancelled
 
 EXAMPLES = f"""\
-examples:
-  python -m supervisor up --demo                 # two CPU instances, a first job, then keep serving
-  python -m supervisor up --config supervisor.yaml --log-json
-  python -m supervisor status                    # instances, memory, jobs run, restarts, queue depth
-  python -m supervisor submit "{DEMO_PROMPT}" --style watercolor --wait
-  python -m supervisor jobs --state failed
-  python -m supervisor cancel JOB_ID
-  python -m supervisor restart comfy-1
-  python -m supervisor drain comfy-2
+examples (cak-supervisor is in .venv/bin/, installed by install.py; `.venv/bin/python -m supervisor`
+is the same; both work from any folder):
+  cak-supervisor up --demo                 # two CPU instances, a first job, then keep serving
+  cak-supervisor up --config supervisor.yaml --log-json
+  cak-supervisor status                    # instances, memory, jobs run, restarts, queue depth
+  cak-supervisor submit "{DEMO_PROMPT}" --style watercolor --wait
+  cak-supervisor jobs --state failed
+  cak-supervisor cancel JOB_ID
+  cak-supervisor restart comfy-1
+  cak-supervisor drain comfy-2
 
 The commands other than `up` read ${URL_ENV} (default {DEFAULT_URL}) and ${TOKEN_ENV}.
 Exit codes: 0 done, {EXIT_UNREACHABLE} service unreachable or not taking jobs, {EXIT_BAD_REQUEST} bad request,
@@ -52,7 +54,7 @@ Exit codes: 0 done, {EXIT_UNREACHABLE} service unreachable or not taking jobs, {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m supervisor",
+        prog="cak-supervisor",
         description="Cute Animal Kids job service: a durable queue of picture jobs on a self-healing "
                     "pool of ComfyUI instances, with an HTTP API (docs/api.md).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--config", type=Path, metavar="FILE",
                     help="YAML over supervisor/defaults.yaml and supervisor/service_defaults.yaml")
     up.add_argument("--demo", action="store_true",
-                    help="two CPU instances, submit a first job and show it through, then keep serving")
+                    help="two CPU instances (or the instances your --config names), submit a first "
+                         "job and show it through, then keep serving")
     up.add_argument("--log-json", action="store_true", help="log JSON lines (with job id and instance)")
 
     def remote(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -185,7 +188,7 @@ async def _submit(client: ServiceClient, args: argparse.Namespace) -> int:
         return await follow_and_save(client, job["id"], args.out)
     except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels us, then raises KeyboardInterrupt
         print(f"\nstopped following; job {job['id']} is still queued or running on the service.\n"
-              f"cancel it with: python -m supervisor cancel {job['id']}", file=sys.stderr)
+              f"cancel it with: {supervisor_command()} cancel {job['id']}", file=sys.stderr)
         raise
 
 

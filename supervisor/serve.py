@@ -20,6 +20,7 @@ from aiohttp import web
 from cak.install_state import REPO_ROOT, NotInstalledError
 
 from .api import create_app
+from .command import supervisor_command
 from .config import ConfigError, load_config
 from .http_protocol import ApiRunner
 from .job_request import FieldError
@@ -131,5 +132,5 @@ async def _demo_first_job(service: JobService, url: str) -> None:
             print(f"demo: image saved at {service.store.image_path(relative)}", flush=True)
     elif current is not None:
         print(f"demo: job ended {current.state}: {current.error}", flush=True)
-    print(f"serving on {url}; try: python -m supervisor submit \"一只戴帽子的小熊\" --style watercolor "
+    print(f"serving on {url}; try: {supervisor_command()} submit \"一只戴帽子的小熊\" --style watercolor "
           f"--wait --url {url}   (Ctrl-C stops)", flush=True)

@@ -9,6 +9,8 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from .command import supervisor_command
+
 import aiohttp
 
 
@@ -53,7 +55,7 @@ class ServiceClient:
                 return data
         except aiohttp.ClientConnectionError as exc:
             raise ServiceError(f"cannot reach the service at {self.url} ({exc}); is "
-                               "`python -m supervisor up` running?") from None
+                               f"`{supervisor_command()} up` running?") from None
 
     async def download(self, path: str) -> bytes:
         try:
