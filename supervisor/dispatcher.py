@@ -89,15 +89,22 @@ class Dispatcher:
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop(), name="dispatcher")
 
-    async def stop(self, drain_timeout: float) -> None:
-        """Take no new job; give running ones ``drain_timeout`` s, then requeue them for next time."""
+    async def stop(self, drain_timeout: float, hurry: asyncio.Event | None = None) -> None:
+        """Take no new job; give running ones ``drain_timeout`` s (or until ``hurry`` is set), then
+        requeue them for next time."""
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
         tasks = [running.task for running in self._running.values()]
         if tasks:
             log.info("waiting up to %.0f s for %d running job(s)", drain_timeout, len(tasks))
-            _, pending = await asyncio.wait(tasks, timeout=drain_timeout or None)
+            finished = asyncio.ensure_future(asyncio.wait(tasks))
+            hurried = asyncio.ensure_future((hurry or asyncio.Event()).wait())
+            await asyncio.wait({finished, hurried}, timeout=drain_timeout or None,
+                               return_when=asyncio.FIRST_COMPLETED)
+            finished.cancel()
+            hurried.cancel()
+            pending = [task for task in tasks if not task.done()]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

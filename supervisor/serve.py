@@ -90,13 +90,24 @@ async def serve(config_path: Path | None, demo: bool = False) -> int:
             demo_task = asyncio.create_task(_demo_first_job(service, url))
         await stop.wait()
     finally:
-        print("draining: no new jobs; running ones finish or go back to the queue...", flush=True)
+        hurry = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, _hurry, hurry)
+        print(f"draining: no new jobs; running ones finish (up to {settings.jobs.drain_timeout_s:g} s) or "
+              "go back to the queue; Ctrl-C again stops at once...", flush=True)
         if demo_task is not None:
             demo_task.cancel()
-        await service.stop()
+        await service.stop(hurry)
         await runner.cleanup()
         print("stopped.", flush=True)
     return 0
+
+
+def _hurry(hurry: asyncio.Event) -> None:
+    """A second Ctrl-C/SIGTERM while draining: requeue the running jobs now, as the timeout would."""
+    if not hurry.is_set():
+        print("stopping now: running jobs go back to the queue for the next start", flush=True)
+        hurry.set()
 
 
 async def _demo_first_job(service: JobService, url: str) -> None:

@@ -67,10 +67,11 @@ class JobService:
         await self.pool.start()
         self.dispatcher.start()
 
-    async def stop(self) -> None:
-        """Stop accepting, let running jobs finish (or requeue them), stop the instances."""
+    async def stop(self, hurry: asyncio.Event | None = None) -> None:
+        """Stop accepting, let running jobs finish (or requeue them at once when ``hurry`` is set),
+        stop the instances."""
         self.accepting, self._refusal = False, "shutting down"
-        await self.dispatcher.stop(self.settings.jobs.drain_timeout_s)
+        await self.dispatcher.stop(self.settings.jobs.drain_timeout_s, hurry)
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
