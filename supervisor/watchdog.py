@@ -7,7 +7,7 @@
   grew too far over the baseline taken after warm-up;
 - idle release: ``POST /free`` after ``idle_free_s`` without work.
 Crashes are not polled for: ``Instance`` learns of an exit from the launcher's pidfd wait
-(``runner.comfy_process.wait_exit``).
+(``cak.comfy_process.wait_exit``).
 """
 
 from __future__ import annotations

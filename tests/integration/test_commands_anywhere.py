@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.install_state import REPO_ROOT
+from cak.install_state import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
