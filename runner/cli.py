@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -301,6 +302,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         say("stopping ComfyUI")
         await process.stop()
+        # The pictures were downloaded to --out: ComfyUI's own folders (outputs, log) are not kept.
+        await asyncio.to_thread(shutil.rmtree, process.launch.base_dir, True)
 
 
 class _Exit(ComfyError):

@@ -172,7 +172,10 @@ class Dispatcher:
             graph = self.catalog.build(JobRequest.from_json(job.request))
             result = await self.pool.run(instance, graph, on_event=self._on_event(job.id, instance, attempt))
             names = await self._stage_images(instance, job.id, attempt, result)
-            if await self.store.complete(job.id, attempt, names):
+            committed = await self.store.complete(job.id, attempt, names)
+            # Our copy is staged (and now committed or refused): ComfyUI's own copy goes.
+            await asyncio.to_thread(_remove_outputs, instance.process.launch.output_dir, result.images)
+            if committed:
                 log.info("job succeeded", extra={**where, "images": len(names)})
                 self.metrics.attempts.labels(SUCCEEDED).inc()
                 await self._ended(job, SUCCEEDED)
@@ -295,6 +298,17 @@ def with_cause(exc: BaseException) -> str:
     """The short message, and for the log the low-level error it came from (socket, timeout)."""
     cause = exc.__cause__
     return f"{exc} [cause: {type(cause).__name__}: {cause}]" if cause is not None else str(exc)
+
+
+def _remove_outputs(output_dir: Path, images: list[Any]) -> None:
+    """Delete the run's files from the instance's output folder (only files inside it)."""
+    root = output_dir.resolve()
+    for image in images:
+        if getattr(image, "type", "output") != "output":
+            continue
+        path = (root / (image.subfolder or "") / image.filename).resolve()
+        if path.is_relative_to(root):
+            path.unlink(missing_ok=True)
 
 
 def _write_file(path: Path, data: bytes) -> None:

@@ -179,6 +179,11 @@ class JobStore:
         """
         return await self._call(self._retry_or_fail, job_id, attempt, reason, max_attempts)
 
+    async def purge_images(self, finished_before: float) -> int:
+        """Delete the pictures of jobs that finished before ``finished_before`` (a Unix time) and
+        forget their paths; returns how many jobs lost their images."""
+        return await self._call(self._purge_images, finished_before)
+
     async def cancel(self, job_id: str) -> Job | None:
         """Queued → cancelled; running → cancel requested (the caller interrupts it). None if unknown."""
         return await self._call(self._cancel, job_id)
@@ -376,6 +381,16 @@ class JobStore:
                 db.execute("UPDATE jobs SET state = ?, updated_at = ? WHERE id = ?", (QUEUED, now, job_id))
         shutil.rmtree(self.staging_dir(job_id, attempt), ignore_errors=True)
         return self._get(job_id)
+
+    def _purge_images(self, finished_before: float) -> int:
+        rows = self._db.execute("SELECT id FROM jobs WHERE finished_at < ? AND images != '[]'",
+                                (finished_before,)).fetchall()
+        for row in rows:
+            # Rows first: a crash between the two leaves files nobody points at, never a dead link.
+            with self._transaction() as db:
+                db.execute("UPDATE jobs SET images = '[]', updated_at = ? WHERE id = ?", (time.time(), row["id"]))
+            shutil.rmtree(self.output_root / row["id"], ignore_errors=True)
+        return len(rows)
 
     def _cancel(self, job_id: str) -> Job | None:
         now = time.time()

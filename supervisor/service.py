@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from .service_config import ServiceConfig
 from .workflow_catalog import WorkflowCatalog
 
 log = logging.getLogger("supervisor.service")
+RETENTION_INTERVAL_S = 3600.0
 
 
 class ServiceUnavailable(Exception):
@@ -64,8 +66,19 @@ class JobService:
             WorkflowCatalog.load, WORKFLOWS_DIR, self.settings.jobs.allow_graphs)).workflows
         await asyncio.to_thread(get_checker)  # loads the word lists once, off the event loop
         self.accepting = True  # jobs wait in the durable queue while the instances start
+        if self.settings.jobs.keep_images_days:
+            self.in_background(self._retention_loop(), "image retention")
         await self.pool.start()
         self.dispatcher.start()
+
+    async def _retention_loop(self) -> None:
+        """Delete pictures older than ``jobs.keep_images_days``: at start, then every hour."""
+        days = self.settings.jobs.keep_images_days
+        while True:
+            purged = await self.store.purge_images(time.time() - days * 86400)
+            if purged:
+                log.info("deleted the pictures of %d job(s) finished over %d days ago", purged, days)
+            await asyncio.sleep(RETENTION_INTERVAL_S)
 
     async def stop(self, hurry: asyncio.Event | None = None) -> None:
         """Stop accepting, let running jobs finish (or requeue them at once when ``hurry`` is set),

@@ -50,6 +50,7 @@ class JobsConfig:
     allow_graphs: bool
     max_queue: int
     drain_timeout_s: float
+    keep_images_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ def service_config(config: SupervisorConfig, base_dir: Path | None = None) -> Se
         allow_graphs=bool(allow_graphs),
         max_queue=_integer(jobs, "max_queue", "jobs.", problems, 1, 10_000_000),
         drain_timeout_s=float(_integer(jobs, "drain_timeout_s", "jobs.", problems, 0, 86400)),
+        keep_images_days=_integer(jobs, "keep_images_days", "jobs.", problems, 0, 36500),
     )
     if problems:
         raise ConfigError(problems)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cak.errors import EXIT_SERVER
-from cak.install_state import REPO_ROOT
+from cak.install_state import REPO_ROOT, VAR_DIR
 from tests.comfy_server import ComfyTestServer
 
 
@@ -41,9 +41,11 @@ def test_server_killed_mid_run_exits_with_server_gone(tmp_path: Path):
 
 @pytest.mark.slow
 def test_demo_starts_comfyui_draws_and_stops(tmp_path: Path):
-    result = subprocess.run([sys.executable, "-m", "runner", "demo", "--out", str(tmp_path)], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    image = Path(result.stdout.strip())
+    demo = subprocess.Popen([sys.executable, "-m", "runner", "demo", "--out", str(tmp_path)], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = demo.communicate(timeout=600)
+    assert demo.returncode == 0, stderr
+    image = Path(stdout.strip())
     assert image.is_file() and image.parent == tmp_path.resolve()
-    assert "this takes 10-40 s" in result.stderr and "stopping ComfyUI" in result.stderr
+    assert "this takes 10-40 s" in stderr and "stopping ComfyUI" in stderr
+    assert not (VAR_DIR / "demo" / str(demo.pid)).exists()  # ComfyUI's folders are not left behind

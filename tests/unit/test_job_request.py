@@ -110,6 +110,7 @@ def test_catalog_checks_the_workflow_manifest_limits_and_fixes_a_seed():
         with pytest.raises(FieldError) as info:
             catalog.build(parse(body))
         assert info.value.field == field
+        assert not info.value.reason.startswith(("parameter ", f"{field}:", ":")), info.value.reason
 
 
 def test_service_settings_defaults_and_key_named_problems(tmp_path, monkeypatch):
@@ -117,12 +118,13 @@ def test_service_settings_defaults_and_key_named_problems(tmp_path, monkeypatch)
     settings = service_config(load_config(None))
     assert settings.http.host == "127.0.0.1" and settings.http.loopback and settings.http.token is None
     assert settings.jobs.max_attempts >= 1 and settings.jobs.db_path.name == "jobs.sqlite3"
+    assert settings.jobs.keep_images_days == 30  # children's pictures are not kept forever
     bad = tmp_path / "bad.yaml"
-    bad.write_text("http: {port: web, token: short, colour: 1}\njobs: {max_attempts: 0}\n")
+    bad.write_text("http: {port: web, token: short, colour: 1}\njobs: {max_attempts: 0, keep_images_days: -1}\n")
     with pytest.raises(ConfigError) as info:
         service_config(load_config(bad), tmp_path)
     text = str(info.value)
-    for key in ("http.port", "http.token", "http.colour", "jobs.max_attempts"):
+    for key in ("http.port", "http.token", "http.colour", "jobs.max_attempts", "jobs.keep_images_days"):
         assert key in text
     monkeypatch.setenv(TOKEN_ENV, "from-the-environment")
     assert service_config(load_config(None)).http.token == "from-the-environment"

@@ -335,3 +335,25 @@ def test_statements_run_off_the_event_loop_thread(tmp_path):
         return seen
 
     assert run(scenario()).startswith("job-store")
+
+
+def test_purge_images_deletes_old_pictures_and_their_paths_only(tmp_path):
+    async def scenario():
+        store = await opened(tmp_path)
+        old, _ = await store.submit(REQUEST)
+        new, _ = await store.submit({"prompt": "a newer bear"})
+        for job in (old, new):
+            await store.claim_next("i0")
+            stage(store, job.id, 1)
+            assert await store.complete(job.id, 1, ["0.png"])
+        cutoff = (await store.get(new.id)).finished_at  # old finished before it, new does not count
+        purged = await store.purge_images(cutoff)
+        again = await store.purge_images(cutoff)
+        after = [await store.get(job.id) for job in (old, new)]
+        await store.close()
+        return purged, again, after
+
+    purged, again, (old, new) = run(scenario())
+    assert (purged, again) == (1, 0)
+    assert old.images == [] and old.state == SUCCEEDED and not (tmp_path / "out" / old.id).exists()
+    assert new.images == [f"{new.id}/0.png"] and (tmp_path / "out" / new.id / "0.png").is_file()
