@@ -107,7 +107,8 @@ class Parameter:
         if self.multiple_of and value % self.multiple_of:
             raise UsageError(f"parameter {name}: {value} is not a multiple of {self.multiple_of}")
         if self.min_length is not None and len(value.strip()) < self.min_length:
-            raise UsageError(f"parameter {name}: needs at least {self.min_length} characters")
+            raise UsageError(f"parameter {name}: needs at least {self.min_length} "
+                             f"character{'s' if self.min_length != 1 else ''}")
         if self.max_length is not None and len(value) > self.max_length:
             raise UsageError(f"parameter {name}: {len(value)} characters, at most {self.max_length} allowed")
 

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         from .serve import serve  # the service's imports (pool, ComfyUI client) only when serving
         configure_logging(json_lines=args.log_json)
-        return asyncio.run(serve(args.config, demo=args.demo))
+        return asyncio.run(serve(args.config, demo=args.demo, log_json=args.log_json))
     logging.basicConfig(level=logging.WARNING)
     try:
         return asyncio.run(_remote(args))
@@ -137,8 +137,10 @@ async def _remote(args: argparse.Namespace) -> int:
             data = await client.request("GET", f"/v1/jobs?limit={args.limit}"
                                         + (f"&state={args.state}" if args.state else ""))
             for job in data["jobs"]:
-                when = time.strftime("%H:%M:%S", time.localtime(job["created_at"]))
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["created_at"]))
                 detail = job["error"] or ", ".join(job["images"])
+                if job.get("category"):  # why it was rejected: violence_gore, missing_models, invalid...
+                    detail = f"[{job['category']}] {detail}"
                 prompt = (job["request"].get("prompt") or "(graph)")[:40]
                 print(f"{job['id']}  {when}  {job['state']:<9}  {len(job['attempts'])} att.  {prompt}  {detail}")
             return EXIT_OK

@@ -334,10 +334,11 @@ class Instance:
         if life.job_claimed:
             if life.pending_reason is None:
                 life.pending_reason = reason
-                self.log.warning("%s: %s; restart after the current job", reason, detail or "requested")
+                # INFO: the one WARNING is "restarting: <reason>" when the restart happens.
+                self.log.info("%s: %s; restart after the current job", reason, detail or "requested")
                 self._set_state(InstanceState.DRAINING)
             return
-        self.log.warning("%s: %s", reason, detail or "requested")
+        self.log.info("%s: %s", reason, detail or "requested")
         life.end(reason)
 
     def drain(self) -> None:

@@ -47,18 +47,31 @@ def demo_overrides(config_path: Path | None) -> dict[str, Any] | None:
         except (OSError, yaml.YAMLError, TypeError):
             named = False  # load_config reports what is wrong with the file
         if named:
-            print(f"demo: using the instances of {config_path}", flush=True)
+            say(f"demo: using the instances of {config_path}")
             return None
     return {"instances": DEMO_INSTANCES}
 
 
-async def serve(config_path: Path | None, demo: bool = False) -> int:
+_json_lines = False  # with --log-json, progress lines are log records too (nothing else on the stream)
+
+
+def say(text: str, error: bool = False) -> None:
+    """A line for the operator: plain on stdout (stderr for errors), or a JSON log record."""
+    if _json_lines:
+        (log.error if error else log.info)(text)
+    else:
+        print(text, file=sys.stderr if error else sys.stdout, flush=True)
+
+
+async def serve(config_path: Path | None, demo: bool = False, log_json: bool = False) -> int:
+    global _json_lines
+    _json_lines = log_json
     try:
         config = load_config(config_path, demo_overrides(config_path) if demo else None)
         settings = service_config(config, config_path.resolve().parent if config_path else REPO_ROOT)
         service = JobService(config, settings)
     except (ConfigError, NotInstalledError) as exc:
-        print(f"configuration problem:\n{exc}", file=sys.stderr)
+        say(f"configuration problem:\n{exc}", error=True)
         return 2
     http = settings.http
     if not http.loopback and not http.token:
@@ -70,13 +83,13 @@ async def serve(config_path: Path | None, demo: bool = False) -> int:
     try:
         await site.start()
     except OSError as exc:
-        print(f"cannot listen on {http.host}:{http.port} ({exc.strerror}): set http.port in --config",
-              file=sys.stderr)
+        say(f"cannot listen on {http.host}:{http.port} ({exc.strerror}): set http.port in --config",
+            error=True)
         await runner.cleanup()
         return 1
     port = runner.addresses[0][1]
     url = f"http://{'127.0.0.1' if http.host in ('0.0.0.0', '::') else http.host}:{port}"
-    print(f"Cute Animal Kids job service on {url} (API: {url}/v1/openapi.yaml)", flush=True)
+    say(f"Cute Animal Kids job service on {url} (API: {url}/v1/openapi.yaml)")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -84,7 +97,7 @@ async def serve(config_path: Path | None, demo: bool = False) -> int:
         loop.add_signal_handler(sig, stop.set)
     demo_task: asyncio.Task[None] | None = None
     try:
-        print(f"starting {len(config.instances)} ComfyUI instance(s) (10-40 s each on a CPU)...", flush=True)
+        say(f"starting {len(config.instances)} ComfyUI instance(s) (10-40 s each on a CPU)...")
         await service.start()
         if demo:
             demo_task = asyncio.create_task(_demo_first_job(service, url))
@@ -93,20 +106,20 @@ async def serve(config_path: Path | None, demo: bool = False) -> int:
         hurry = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, _hurry, hurry)
-        print(f"draining: no new jobs; running ones finish (up to {settings.jobs.drain_timeout_s:g} s) or "
-              "go back to the queue; Ctrl-C again stops at once...", flush=True)
+        say(f"draining: no new jobs; running ones finish (up to {settings.jobs.drain_timeout_s:g} s) or "
+              "go back to the queue; Ctrl-C again stops at once...")
         if demo_task is not None:
             demo_task.cancel()
         await service.stop(hurry)
         await runner.cleanup()
-        print("stopped.", flush=True)
+        say("stopped.")
     return 0
 
 
 def _hurry(hurry: asyncio.Event) -> None:
     """A second Ctrl-C/SIGTERM while draining: requeue the running jobs now, as the timeout would."""
     if not hurry.is_set():
-        print("stopping now: running jobs go back to the queue for the next start", flush=True)
+        say("stopping now: running jobs go back to the queue for the next start")
         hurry.set()
 
 
@@ -115,11 +128,11 @@ async def _demo_first_job(service: JobService, url: str) -> None:
     try:
         submitted = await service.submit({"prompt": DEMO_PROMPT, "style": DEMO_STYLE})
     except FieldError as exc:
-        print(f"demo job refused: {exc}", flush=True)
+        say(f"demo job refused: {exc}")
         return
     job = submitted.job
-    print(f"demo: submitted job {job.id} ({DEMO_PROMPT!r}, style {DEMO_STYLE}); "
-          f"follow it at {url}/v1/jobs/{job.id}", flush=True)
+    say(f"demo: submitted job {job.id} ({DEMO_PROMPT!r}, style {DEMO_STYLE}); "
+          f"follow it at {url}/v1/jobs/{job.id}")
     last_percent = -1
     with service.events.listen(job.id) as queue:
         while True:
@@ -134,14 +147,14 @@ async def _demo_first_job(service: JobService, url: str) -> None:
             if event["type"] == "progress":
                 percent = int(event["fraction"] * 100)
                 if percent // 25 != last_percent // 25:
-                    print(f"demo: {percent:3d}% on {event['instance']}", flush=True)
+                    say(f"demo: {percent:3d}% on {event['instance']}")
                 last_percent = percent
             elif event["type"] == "state":
-                print(f"demo: {event['state']}", flush=True)
+                say(f"demo: {event['state']}")
     if current is not None and current.state == "succeeded":
         for relative in current.images:
-            print(f"demo: image saved at {service.store.image_path(relative)}", flush=True)
+            say(f"demo: image saved at {service.store.image_path(relative)}")
     elif current is not None:
-        print(f"demo: job ended {current.state}: {current.error}", flush=True)
-    print(f"serving on {url}; try: {supervisor_command()} submit \"一只戴帽子的小熊\" --style watercolor "
-          f"--wait --url {url}   (Ctrl-C stops)", flush=True)
+        say(f"demo: job ended {current.state}: {current.error}")
+    say(f"serving on {url}; try: {supervisor_command()} submit \"一只戴帽子的小熊\" --style watercolor "
+          f"--wait --url {url}   (Ctrl-C stops)")

@@ -80,4 +80,7 @@ class WorkflowCatalog:
         except UsageError as exc:
             message = str(exc)
             match = _PARAMETER_IN_MESSAGE.match(message)
-            raise FieldError(match.group(1) if match else "workflow", message) from None
+            # The field is named once: "style: is not one of ...", not "style: parameter style: ...".
+            named_once = match and not message.startswith("unknown")
+            raise FieldError(match.group(1) if match else "workflow",
+                             message[match.end():].lstrip(": ") if named_once else message) from None

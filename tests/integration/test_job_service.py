@@ -48,6 +48,9 @@ def test_job_succeeds_with_one_png_and_no_prompt_in_it(service):
     assert done["attempts"][0]["reason"] == "succeeded"
     status, headers, png = service.request("GET", done["images"][0])
     assert status == 200 and headers["Content-Type"] == "image/png" and png.startswith(b"\x89PNG")
+    # ComfyUI's own copy is gone once the job's image is committed (no second copy of every picture).
+    instance_output = service.base_dir / "out" / done["attempts"][0]["instance"] / "output"
+    assert instance_output.is_dir() and not list(instance_output.rglob("*.png"))
     path = service.base_dir / "out" / "job-images" / job["id"] / "0.png"
     with Image.open(path) as image:
         assert "戴帽子" not in json.dumps({k: str(v) for k, v in image.info.items()}, ensure_ascii=False)
@@ -197,9 +200,13 @@ def test_cli_submit_wait_saves_the_image_and_status_lists_instances(service, tmp
     jobs = subprocess.run([sys.executable, "-m", "supervisor", "jobs", "--state", "succeeded"], cwd=REPO_ROOT,
                           env=env, capture_output=True, text=True, timeout=60)
     assert jobs.returncode == 0 and "succeeded" in jobs.stdout
+    assert time.strftime("%Y-%m-%d") in jobs.stdout  # a date, not only a time of day
     unsafe = subprocess.run([sys.executable, "-m", "supervisor", "submit", "a knife and blood"], cwd=REPO_ROOT,
                             env=env, capture_output=True, text=True, timeout=60)
     assert unsafe.returncode == 4 and "category" in unsafe.stderr
+    rejected = subprocess.run([sys.executable, "-m", "supervisor", "jobs", "--state", "rejected"], cwd=REPO_ROOT,
+                              env=env, capture_output=True, text=True, timeout=60)
+    assert "[violence_gore]" in rejected.stdout, rejected.stdout  # the rejection category
 
 
 def test_metrics_cover_jobs_queue_and_instances(service):

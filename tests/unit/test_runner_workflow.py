@@ -82,7 +82,7 @@ def test_parameters_are_filled_and_checked():
     ({"steps": "1000"}, "above the maximum 100"),
     ({"width": "100"}, "not a multiple of 16"),
     ({"style": "gothic"}, "is not one of picture_book"),
-    ({"prompt": "  "}, "at least 1 characters"),
+    ({"prompt": "  "}, "at least 1 character$"),
     ({"prompt": "x" * 301}, "at most 300 allowed"),
     ({"seed": True}, "is not a valid int"),
 ])
