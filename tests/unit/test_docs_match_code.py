@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 import yaml
-
 from cute_animal_kids.pack_data import data_dir
 from cute_animal_kids.text_safety import check_text
+
 from cak.install_state import REPO_ROOT
 
 NODES_MD = REPO_ROOT / "docs" / "nodes.md"

@@ -4,8 +4,14 @@ in tests/integration/test_job_service.py)."""
 from __future__ import annotations
 
 from supervisor.cli import (
-    EXAMPLES, EXIT_BAD_REQUEST, EXIT_FAILED, EXIT_MISSING_MODELS, EXIT_UNREACHABLE, EXIT_UNSAFE,
-    build_parser, exit_code_for,
+    EXAMPLES,
+    EXIT_BAD_REQUEST,
+    EXIT_FAILED,
+    EXIT_MISSING_MODELS,
+    EXIT_UNREACHABLE,
+    EXIT_UNSAFE,
+    build_parser,
+    exit_code_for,
 )
 from supervisor.dispatcher import missing_model_files
 from supervisor.service_client import ServiceError
