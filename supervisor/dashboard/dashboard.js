@@ -354,7 +354,8 @@
       el("div", {}, el("dt", {}, "Submitted"),
         el("dd", { title: clockTime(job.created_at) }, ago(job.created_at))),
       finished ? el("div", {}, el("dt", {}, "Took"), el("dd", {}, finished)) : null,
-      last ? el("div", {}, el("dt", {}, "Instance"), el("dd", {}, last.instance)) : null,
+      // Only while it runs there or after it ran there: a job back in the queue is on no instance.
+      last && job.state !== "queued" ? el("div", {}, el("dt", {}, "Instance"), el("dd", {}, last.instance)) : null,
       attempts.length > 1 ? el("div", {}, el("dt", {}, "Attempts"),
         el("dd", { title: attempts.map((a) => `${a.instance}: ${a.reason || "running"}`).join(", ") },
           attempts.length)) : null);
@@ -366,6 +367,7 @@
           el("p", { className: "job-meta" },
             el("span", { className: `badge badge-${job.state}` }, job.state),
             job.category ? el("span", { className: "category-text" }, job.category) : null,
+            request.style ? el("span", { className: "style" }, request.style) : null,
             el("span", { className: "workflow" }, request.workflow || "")),
           details,
           job.error && job.state !== "succeeded" ? el("p", { className: "job-error" }, job.error) : null)));

@@ -82,12 +82,13 @@ async def _wait_for_everything(page: Page, job_id: str, rejected_id: str) -> dic
                                 " return img && img.complete && img.naturalWidth > 0 ? img.naturalWidth : 0; })()")
     category = await page.wait_for(f"{_card('.placeholder .category', rejected_id)}?.textContent")
     shown = await page.evaluate(f"{_card('.prompt', rejected_id)}.textContent")
+    style = await page.evaluate(f"{_card('.style', job_id)}?.textContent")
     assert shown == UNSAFE_PROMPT and await page.evaluate("document.getElementById('xss') === null")
     instance_names = await page.evaluate(
         "[...document.querySelectorAll('[data-instance]')].map(c => c.dataset.instance)")
     jobs_run = await page.evaluate("[...document.querySelectorAll('.jobs-run')].map(e => +e.textContent)")
     return {"states": states, "width": width, "category": category, "instances": instance_names,
-            "jobs_run": jobs_run}
+            "jobs_run": jobs_run, "style": style}
 
 
 def test_dashboard_shows_instances_and_finished_job(supervisor: SupervisorProcess, tmp_path: Path,
@@ -110,5 +111,6 @@ def test_dashboard_shows_instances_and_finished_job(supervisor: SupervisorProces
     assert sorted(found["instances"]) == ["comfy-1", "comfy-2"]
     assert found["width"] > 0
     assert found["category"] == "weapons"
+    assert found["style"] == "watercolor"  # the dashboard shows the job's style
     assert sum(found["jobs_run"]) == 1
     assert (artifacts_dir / "dashboard.png").stat().st_size > 10_000
