@@ -64,9 +64,9 @@ class KidsImageSafety(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         defaults = load_defaults()
         return io.Schema(
-            node_id="KidsImageSafety",
+            node_id="CAK_KidsImageSafety",
             display_name="Kids Image Safety",
-            category="Cute Animal Kids/safety",
+            category="Cute Animal Kids/Safety",
             description=(
                 "Scores each image with an offline NSFW classifier. An image whose score is at or "
                 "above the threshold is replaced by a friendly placeholder of the same size, or "

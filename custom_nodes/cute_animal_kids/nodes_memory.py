@@ -17,7 +17,7 @@ from server import PromptServer
 
 from .model_memory import unload_all, unload_patcher
 
-CATEGORY = "Cute Animal Kids/memory"
+CATEGORY = "Cute Animal Kids/Memory"
 
 
 class OffloadTextEncoder(io.ComfyNode):
@@ -25,7 +25,7 @@ class OffloadTextEncoder(io.ComfyNode):
     @override
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="OffloadTextEncoder",
+            node_id="CAK_OffloadTextEncoder",
             display_name="Offload Text Encoder",
             category=CATEGORY,
             description=(
@@ -74,7 +74,7 @@ class FreeMemory(io.ComfyNode):
     @override
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="FreeMemory",
+            node_id="CAK_FreeMemory",
             display_name="Free Memory",
             category=CATEGORY,
             description=(

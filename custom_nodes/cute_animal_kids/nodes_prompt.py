@@ -19,9 +19,9 @@ class CuteAnimalPrompt(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         composer = get_composer()
         return io.Schema(
-            node_id="CuteAnimalPrompt",
+            node_id="CAK_CuteAnimalPrompt",
             display_name="Cute Animal Prompt",
-            category="Cute Animal Kids/prompt",
+            category="Cute Animal Kids/Prompt",
             description=(
                 "Builds a cute, age-appropriate positive prompt around your description (kept word "
                 "for word) in the chosen style, and a negative prompt that steers away from scary, "

@@ -18,9 +18,9 @@ class KidsTextSafety(io.ComfyNode):
     @override
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="KidsTextSafety",
+            node_id="CAK_KidsTextSafety",
             display_name="Kids Text Safety",
-            category="Cute Animal Kids/safety",
+            category="Cute Animal Kids/Safety",
             description=(
                 "Checks a prompt (English or Chinese, including disguised spellings) for sexual, "
                 "violent, scary, weapon, drug/alcohol/tobacco, self-harm and hateful content. Safe "

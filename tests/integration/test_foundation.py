@@ -15,8 +15,8 @@ from tests.comfy_graphs import cpu_graph
 
 def test_object_info_lists_pack_nodes(comfy):
     info = comfy.get_json("/object_info")
-    assert "CuteAnimalPrompt" in info
-    node = info["CuteAnimalPrompt"]
+    assert "CAK_CuteAnimalPrompt" in info
+    node = info["CAK_CuteAnimalPrompt"]
     assert node["category"].startswith("Cute Animal Kids/")
     assert node["display_name"] == "Cute Animal Prompt"
 

@@ -21,13 +21,13 @@ GATE, REPORT = "50", "51"
 
 def gate_defaults(comfy) -> tuple[str, float]:
     """The node's defaults as ComfyUI publishes them (they come from data/image_safety.yaml)."""
-    required = comfy.get_json("/object_info/KidsImageSafety")["KidsImageSafety"]["input"]["required"]
+    required = comfy.get_json("/object_info/CAK_KidsImageSafety")["CAK_KidsImageSafety"]["input"]["required"]
     return required["action"][1]["default"], required["threshold"][1]["default"]
 
 
 def gated(graph: dict, image: list, action: str, threshold: float) -> dict:
     """``graph`` with the gate between ``image`` and SaveImage (node 10), and the report previewed."""
-    graph[GATE] = {"class_type": "KidsImageSafety",
+    graph[GATE] = {"class_type": "CAK_KidsImageSafety",
                    "inputs": {"images": image, "action": action, "threshold": threshold}}
     graph[REPORT] = {"class_type": "PreviewAny", "inputs": {"source": [GATE, 1]}}
     graph["10"]["inputs"]["images"] = [GATE, 0]
@@ -91,7 +91,7 @@ def test_threshold_zero_block_fails_the_prompt_and_saves_nothing(comfy) -> None:
         comfy.run(gated(graph, ["9", 0], "block", 0.0))
 
     error = failed.value.error
-    assert error["node_type"] == "KidsImageSafety"
+    assert error["node_type"] == "CAK_KidsImageSafety"
     assert error["exception_type"].endswith("UnsafeImageError")
     assert "blocked by Kids Image Safety (category: nsfw" in error["exception_message"]
     assert not list(Path(comfy.output_dir).rglob(f"{prefix}_*"))
@@ -103,7 +103,7 @@ def test_nan_threshold_fails_closed(comfy) -> None:
     graph = cpu_graph(prompt="a cute duck", seed=302, prefix=prefix)
     with pytest.raises(PromptFailed) as failed:
         comfy.run(gated(graph, ["9", 0], "replace", float("nan")))
-    assert failed.value.error["node_type"] == "KidsImageSafety"
+    assert failed.value.error["node_type"] == "CAK_KidsImageSafety"
     assert "threshold must be within 0..1" in failed.value.error["exception_message"]
     assert not list(Path(comfy.output_dir).rglob(f"{prefix}_*"))
 
@@ -115,7 +115,7 @@ def test_offload_text_encoder_keeps_the_diffusion_model(comfy) -> None:
     assert before.get("text_encoder") and before.get("diffusion_model"), before
 
     graph = cpu_graph(prompt="a cute hedgehog with a scarf", seed=304, prefix="cak_mem")
-    graph["20"] = {"class_type": "OffloadTextEncoder",
+    graph["20"] = {"class_type": "CAK_OffloadTextEncoder",
                    "inputs": {"conditioning": ["5", 0], "negative": ["6", 0], "clip": ["2", 0]}}
     graph["8"]["inputs"]["positive"] = ["20", 0]
     graph["8"]["inputs"]["negative"] = ["20", 1]
@@ -133,7 +133,7 @@ def test_free_memory_unloads_everything(comfy) -> None:
     assert loaded_models(comfy), "control: models are loaded after a plain run"
 
     graph = cpu_graph(prompt="a cute seal in the snow", seed=306, prefix="cak_free")
-    graph["21"] = {"class_type": "FreeMemory",
+    graph["21"] = {"class_type": "CAK_FreeMemory",
                    "inputs": {"value": ["9", 0], "unload_models": True, "drop_cached_outputs": False}}
     graph["10"]["inputs"]["images"] = ["21", 0]
     entry = comfy.run(graph)
@@ -153,7 +153,7 @@ def test_free_memory_can_drop_cached_outputs(comfy) -> None:
     assert "1" in cached_nodes(comfy.run(plain)), "control: a repeated graph reuses cached outputs"
 
     graph = cpu_graph(prompt="a cute lamb", seed=308, prefix="cak_cache")
-    graph["21"] = {"class_type": "FreeMemory",
+    graph["21"] = {"class_type": "CAK_FreeMemory",
                    "inputs": {"value": ["9", 0], "unload_models": False, "drop_cached_outputs": True}}
     graph["10"]["inputs"]["images"] = ["21", 0]
     comfy.run(graph)

@@ -11,8 +11,8 @@ from tests.comfy_server import PromptFailed
 def _gated_graph(description: str, prefix: str, seed: int) -> dict:
     """The CPU graph with composer → text gate feeding the positive encoder (as the workflows do)."""
     graph = cpu_graph(seed=seed, prefix=prefix)
-    graph["20"] = {"class_type": "CuteAnimalPrompt", "inputs": {"description": description, "style": "watercolor"}}
-    graph["21"] = {"class_type": "KidsTextSafety", "inputs": {"text": ["20", 0], "negative": ["20", 1]}}
+    graph["20"] = {"class_type": "CAK_CuteAnimalPrompt", "inputs": {"description": description, "style": "watercolor"}}
+    graph["21"] = {"class_type": "CAK_KidsTextSafety", "inputs": {"text": ["20", 0], "negative": ["20", 1]}}
     graph["5"]["inputs"]["text"] = ["21", 0]
     graph["6"]["inputs"]["text"] = ["21", 2]  # the negative waits for the check too
     return graph

@@ -47,7 +47,7 @@ def test_run_cpu_workflow_end_to_end(comfy, tmp_path: Path):
     with Image.open(paths[0]) as image:
         assert image.format == "PNG" and image.size == (96, 64)
     assert "KSampler: step 4/4" in result.stderr  # progress per step (non-TTY form)
-    assert "node 14 KidsImageSafety" in result.stderr  # progress per node
+    assert "node 14 CAK_KidsImageSafety" in result.stderr  # progress per node
 
 
 def test_run_json_result(comfy, tmp_path: Path):

@@ -126,7 +126,7 @@ class FakeComfy:
         elif self.script == "silent":
             await asyncio.sleep(30)
         elif self.script == "unsafe":
-            await send("execution_error", node_id="7", node_type="KidsTextSafety",
+            await send("execution_error", node_id="7", node_type="CAK_KidsTextSafety",
                        exception_type="cute_animal_kids.text_safety.UnsafePromptError",
                        exception_message="unsafe prompt (category: violence_gore)")
         elif self.script == "interrupt":
