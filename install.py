@@ -245,7 +245,9 @@ class Installer:
 
     def install_requirements(self) -> None:
         requirements = REPO_ROOT / "requirements.txt"
-        fingerprint = _fingerprint([str(self.python), file_digest(requirements), *TORCH_PINS])
+        # The root file includes the pack's own requirements.txt (-r): a change there counts too.
+        fingerprint = _fingerprint([str(self.python), file_digest(requirements),
+                                    file_digest(PACK_DIR / "requirements.txt"), *TORCH_PINS])
         if marker_ok("requirements", fingerprint):
             return
         pins = LOG_DIR / "torch-pins.txt"
