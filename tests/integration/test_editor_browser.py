@@ -57,7 +57,7 @@ async def open_in_editor(comfy_url: str, work_dir: Path, workflow: dict, screens
         return report
 
 
-@pytest.mark.parametrize("name", ["cute_animal_cpu", "cute_animal_qwen_image"])
+@pytest.mark.parametrize("name", ["cute_animal_cpu", "cute_animal_qwen_image", "cute_animal_qwen_image_fast"])
 def test_ui_workflow_opens_in_the_editor(comfy, artifacts_dir: Path, tmp_path: Path, name: str):
     workflow = json.loads((WORKFLOWS_DIR / f"{name}.ui.json").read_text())
     screenshot = artifacts_dir / f"editor_{name}.png"

@@ -112,7 +112,15 @@ def test_production_workflow_lacks_only_its_model_files(comfy):
     assert "Qwen-Image-Lightning-8steps-V1.0.safetensors is not in loras/" in with_lora.stderr
 
 
-@pytest.mark.parametrize("name", ["cute_animal_cpu", "cute_animal_qwen_image"])
+def test_fast_workflow_lacks_only_its_model_files_and_lora(comfy):
+    result = cli("validate", "cute_animal_qwen_image_fast", "--server", comfy.url)
+    assert result.returncode == EXIT_VALIDATION
+    problems = [line for line in result.stderr.splitlines() if line.startswith("invalid:")]
+    assert len(problems) == 4 and all(" model file " in p for p in problems), problems
+    assert "Qwen-Image-Lightning-8steps-V1.0.safetensors is not in loras/" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["cute_animal_cpu", "cute_animal_qwen_image", "cute_animal_qwen_image_fast"])
 def test_convert_ui_gives_the_shipped_api_file(comfy, tmp_path: Path, name):
     out = tmp_path / f"{name}.api.json"
     result = cli("convert", str(WORKFLOWS_DIR / f"{name}.ui.json"), "--server", comfy.url, "--out", str(out))

@@ -14,7 +14,7 @@ from cak.workflow import Workflow, parse_assignments
 from runner.object_info import ObjectInfo
 from runner.ui_convert import ConversionError, ui_to_api
 
-WORKFLOWS = ("cute_animal_cpu", "cute_animal_qwen_image")
+WORKFLOWS = ("cute_animal_cpu", "cute_animal_qwen_image", "cute_animal_qwen_image_fast")
 
 # (class_type, input) pairs where production and CPU graphs may differ: model files, loader
 # options, and the size/steps defaults each manifest sets for its models.
@@ -56,6 +56,30 @@ def test_production_and_cpu_graphs_differ_only_where_allowed():
     assert differences <= ALLOWED_DIFFERENCES, differences - ALLOWED_DIFFERENCES
     assert set(Workflow.load("cute_animal_qwen_image").parameters) - set(Workflow.load("cute_animal_cpu").parameters) \
         == {"lora", "lora_strength"}
+
+
+def test_fast_variant_is_production_with_the_lightning_lora_at_8_steps():
+    production = Workflow.load("cute_animal_qwen_image")
+    fast = Workflow.load("cute_animal_qwen_image_fast")
+    differences = {(node_id, name, fast.graph[node_id]["inputs"][name])
+                   for node_id, node in production.graph.items() for name, value in node["inputs"].items()
+                   if fast.graph[node_id]["inputs"][name] != value}
+    assert set(fast.graph) == set(production.graph)
+    assert all(fast.graph[n]["class_type"] == production.graph[n]["class_type"] for n in production.graph)
+    assert differences == {("4", "strength_model", 1.0), ("12", "steps", 8), ("12", "cfg", 1.0)}
+    assert fast.graph["4"]["inputs"]["lora_name"] == "Qwen-Image-Lightning-8steps-V1.0.safetensors"
+    # The LoRA is the point of the variant: no parameter can switch it off or swap it.
+    assert set(production.parameters) - set(fast.parameters) == {"lora", "lora_strength"}
+    assert fast.build()["4"]["inputs"]["strength_model"] == 1.0
+
+
+def test_fast_variant_names_the_lora_download_in_the_editor_file():
+    ui = json.loads((WORKFLOWS_DIR / "cute_animal_qwen_image_fast.ui.json").read_text())
+    (lora,) = [node for node in ui["nodes"] if node["type"] == "LoraLoaderModelOnly"]
+    (model,) = lora["properties"]["models"]
+    assert model == {"name": "Qwen-Image-Lightning-8steps-V1.0.safetensors", "directory": "loras",
+                     "url": "https://huggingface.co/lightx2v/Qwen-Image-Lightning/resolve/main/"
+                            "Qwen-Image-Lightning-8steps-V1.0.safetensors"}
 
 
 def test_lora_is_left_out_at_strength_zero():
