@@ -3,7 +3,7 @@ finished job and a rejected one, and headless Chromium reading the page the way 
 
 The supervisor is a real ``python -m supervisor up`` (``tests/job_service.py``), so the page, the
 token handling and the API are tested as deployed. Chromium is driven by
-``tests/headless_chromium.py``. The screenshot is kept in the artifacts folder (``dashboard.png``).
+``tests/browser.py`` (Playwright on Debian's Chromium). The screenshot is kept in the artifacts folder (``dashboard.png``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.headless_chromium import HeadlessChromium, Page, requires_chromium
+from tests.browser import Tab, chromium, new_tab, requires_chromium
 from tests.job_service import SupervisorProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, requires_chromium()]
@@ -42,24 +42,23 @@ def _card(selector: str, job_id: str) -> str:
     return f"document.querySelector('[data-job-id=\"{job_id}\"] {selector}')"
 
 
-async def _check_dashboard(base: str, job_id: str, rejected_id: str, work_dir: Path,
-                           artifacts_dir: Path) -> dict[str, Any]:
-    async with HeadlessChromium.launch(work_dir) as browser:
+async def _check_dashboard(base: str, job_id: str, rejected_id: str, artifacts_dir: Path) -> dict[str, Any]:
+    async with chromium() as browser:
         # 1. Without the token: the page loads and asks for it; no API data is drawn.
-        page = await browser.new_page(1440, 900)
-        await page.goto(f"{base}/")
+        page = await new_tab(browser, 1440, 900)
+        await page.page.goto(f"{base}/")
         await page.wait_for("!document.getElementById('token-panel').hidden")
         assert await page.evaluate("document.querySelectorAll('[data-instance]').length") == 0
         # ... typed into the form, it opens the dashboard.
         await page.evaluate(f"document.getElementById('token-input').value = {json.dumps(TOKEN)};"
                             "document.getElementById('token-form').requestSubmit(); true")
         await _wait_for_everything(page, job_id, rejected_id)
-        await page.close()
+        await page.page.context.close()
 
         # 2. With "#token=…" in the address (a fresh tab: its own sessionStorage), the token is
         # taken and removed from the address bar at once.
-        page = await browser.new_page(1440, 900)
-        await page.goto(f"{base}/#token={TOKEN}")
+        page = await new_tab(browser, 1440, 900)
+        await page.page.goto(f"{base}/#token={TOKEN}")
         found = await _wait_for_everything(page, job_id, rejected_id)
         assert await page.evaluate("window.location.hash") == ""
         assert await page.evaluate("sessionStorage.getItem('cak-dashboard-token')") == TOKEN
@@ -67,12 +66,12 @@ async def _check_dashboard(base: str, job_id: str, rejected_id: str, work_dir: P
         await page.wait_for("document.querySelectorAll('.spark-line').length >= 2 && "
                             "[...document.querySelectorAll('.spark-line')].every("
                             "l => l.getAttribute('points').split(' ').length >= 3)")
-        await page.screenshot(artifacts_dir / "dashboard.png")
+        await page.page.screenshot(path=artifacts_dir / "dashboard.png", full_page=True)
         assert page.problems == [], page.problems
         return found
 
 
-async def _wait_for_everything(page: Page, job_id: str, rejected_id: str) -> dict[str, Any]:
+async def _wait_for_everything(page: Tab, job_id: str, rejected_id: str) -> dict[str, Any]:
     """Both instances READY, the job's picture loaded, the rejected job with its category."""
     await page.wait_for("document.body.dataset.loaded === 'true'")
     states = await page.wait_for(
@@ -91,7 +90,7 @@ async def _wait_for_everything(page: Page, job_id: str, rejected_id: str) -> dic
             "jobs_run": jobs_run, "style": style}
 
 
-def test_dashboard_shows_instances_and_finished_job(supervisor: SupervisorProcess, tmp_path: Path,
+def test_dashboard_shows_instances_and_finished_job(supervisor: SupervisorProcess,
                                                      artifacts_dir: Path) -> None:
     job = supervisor.submit(prompt=GOOD_PROMPT, style="watercolor", seed=7)
     done = supervisor.wait_job(job["id"], timeout=START_TIMEOUT_S)
@@ -102,8 +101,7 @@ def test_dashboard_shows_instances_and_finished_job(supervisor: SupervisorProces
     assert status == 401  # the page is public, the data is not
 
     try:
-        found = asyncio.run(_check_dashboard(supervisor.url, done["id"], refused["job"]["id"], tmp_path,
-                                             artifacts_dir))
+        found = asyncio.run(_check_dashboard(supervisor.url, done["id"], refused["job"]["id"], artifacts_dir))
     except BaseException:
         print(supervisor.log_tail())
         raise

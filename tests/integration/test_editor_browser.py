@@ -1,6 +1,6 @@
 """The shipped UI workflows open in the real ComfyUI editor without missing nodes or links.
 
-Headless Debian Chromium (``tests/headless_chromium.py``) loads the frontend the test ComfyUI
+Headless Debian Chromium, driven by Playwright (``tests/browser.py``), loads the frontend the test ComfyUI
 serves; each workflow goes in through ``app.loadGraphData`` and a screenshot is kept under the
 artifacts folder.
 """
@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from cak.install_state import WORKFLOWS_DIR
-from tests.headless_chromium import HeadlessChromium, requires_chromium
+from tests.browser import chromium, new_tab, requires_chromium
 
 pytestmark = [pytest.mark.browser, requires_chromium()]
 
@@ -43,25 +43,25 @@ INSPECT_JS = """
 """
 
 
-async def open_in_editor(comfy_url: str, work_dir: Path, workflow: dict, screenshot: Path) -> dict:
+async def open_in_editor(comfy_url: str, workflow: dict, screenshot: Path) -> dict:
     async with aiohttp.ClientSession() as session:
         # A fresh user folder would greet us with the templates browser: mark the tour as done.
         async with session.post(f"{comfy_url}/settings/Comfy.TutorialCompleted", json=True) as response:
             assert response.status == 200
-    async with HeadlessChromium.launch(work_dir) as browser:
-        page = await browser.new_page(width=1600, height=1000)
-        await page.goto(comfy_url, timeout=180)
-        await page.wait_for("!!(window.app && window.app.graph && window.LiteGraph)", timeout=180)
-        report = json.loads(await page.evaluate(INSPECT_JS % json.dumps(workflow), timeout=120))
-        await page.screenshot(screenshot, full_page=False)
+    async with chromium() as browser:
+        tab = await new_tab(browser, 1600, 1000)
+        await tab.page.goto(comfy_url, timeout=180_000)
+        await tab.wait_for("!!(window.app && window.app.graph && window.LiteGraph)", timeout=180)
+        report = json.loads(await tab.evaluate(INSPECT_JS % json.dumps(workflow)))
+        await tab.page.screenshot(path=screenshot)
         return report
 
 
 @pytest.mark.parametrize("name", ["cute_animal_cpu", "cute_animal_qwen_image", "cute_animal_qwen_image_fast"])
-def test_ui_workflow_opens_in_the_editor(comfy, artifacts_dir: Path, tmp_path: Path, name: str):
+def test_ui_workflow_opens_in_the_editor(comfy, artifacts_dir: Path, name: str):
     workflow = json.loads((WORKFLOWS_DIR / f"{name}.ui.json").read_text())
     screenshot = artifacts_dir / f"editor_{name}.png"
-    report = asyncio.run(open_in_editor(comfy.url, tmp_path, workflow, screenshot))
+    report = asyncio.run(open_in_editor(comfy.url, workflow, screenshot))
     assert report["nodes"] == len(workflow["nodes"]), report
     assert report["links"] == len(workflow["links"]), report
     assert report["missing"] == [] and report["broken"] == [] and report["unlinked"] == [], report
