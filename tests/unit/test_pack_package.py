@@ -159,3 +159,27 @@ def test_pack_installs_nothing_comfyui_pins_differently():
             if not requirement.specifier.contains(version, prereleases=True):
                 clashes.append(f"{dependent} needs {requirement}, ComfyUI has {ours} ({version})")
     assert clashes == []
+
+
+EXAMPLES_DIR = PACK_DIR / "example_workflows"
+
+
+def test_example_workflows_are_the_shipped_ui_files():
+    """One source: each example is a byte-for-byte copy of ``workflows/<name>.ui.json``.
+
+    After editing a workflow: cp workflows/NAME.ui.json custom_nodes/cute_animal_kids/example_workflows/NAME.json
+    (and python -m tools.pack_media --server URL for its thumbnail).
+    """
+    shipped = {path.name.removesuffix(".ui.json"): path for path in (REPO_ROOT / "workflows").glob("*.ui.json")}
+    examples = {path.stem: path for path in EXAMPLES_DIR.glob("*.json")}
+    assert set(examples) == set(shipped) >= {"cute_animal_qwen_image", "cute_animal_qwen_image_fast",
+                                             "cute_animal_cpu"}
+    drifted = [name for name in shipped if examples[name].read_bytes() != shipped[name].read_bytes()]
+    assert drifted == []
+
+
+def test_every_example_workflow_has_a_thumbnail():
+    for example in EXAMPLES_DIR.glob("*.json"):
+        # The editor's Templates browser asks for <name>.jpg beside <name>.json.
+        with Image.open(example.with_suffix(".jpg")) as thumbnail:
+            assert thumbnail.format == "JPEG" and min(thumbnail.size) >= 200, example.name
