@@ -31,7 +31,7 @@ GRAPH_JS = """
     links: links.filter(Boolean).length,
     types: nodes.map((n) => n.type).sort(),
     missing: nodes.filter((n) => n.has_errors || !window.LiteGraph.registered_node_types[n.type]).map((n) => n.type),
-    dialogs: [...document.querySelectorAll('.p-dialog')].map((d) => d.innerText.slice(0, 300)),
+    dialogs: [...document.querySelectorAll('.p-dialog')].map((d) => d.innerText.slice(0, 2000)),
   });
 })()
 """
