@@ -31,7 +31,7 @@ def broken_comfy(tmp_path_factory):
 def gated_after_fault(mode: str, prefix: str) -> dict:
     graph = cpu_graph(prompt="a cute duck", seed=402, prefix=prefix)
     graph["11"] = {"class_type": "FaultBreakImageClassifier", "inputs": {"images": ["9", 0], "mode": mode}}
-    graph["50"] = {"class_type": "KidsImageSafety",
+    graph["50"] = {"class_type": "CAK_KidsImageSafety",
                    "inputs": {"images": ["11", 0], "action": "replace", "threshold": 1.0}}
     graph["10"]["inputs"]["images"] = ["50", 0]
     return graph
@@ -44,6 +44,6 @@ def test_a_broken_classifier_fails_the_prompt_at_the_gate_and_saves_nothing(brok
     with pytest.raises(PromptFailed) as failed:
         broken_comfy.run(gated_after_fault(mode, prefix))
     error = failed.value.error
-    assert error["node_type"] == "KidsImageSafety", error
+    assert error["node_type"] == "CAK_KidsImageSafety", error
     assert error["exception_type"].endswith("ImageClassifierUnavailable"), error
     assert not list(Path(broken_comfy.output_dir).rglob(f"{prefix}_*"))
