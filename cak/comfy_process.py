@@ -123,7 +123,8 @@ class ComfyProcess:
             "--user-directory", str(launch.user_dir),
             # ComfyUI's default database lives inside its own tree: keep it per instance instead.
             "--database-url", f"sqlite:///{launch.user_dir / 'comfyui.db'}",
-            "--extra-model-paths-config", self.state.extra_model_paths,
+            # None when the pack sits in that ComfyUI's own custom_nodes/ (the Manager-path test).
+            *(["--extra-model-paths-config", self.state.extra_model_paths] if self.state.extra_model_paths else []),
             *[arg for path in launch.extra_model_paths for arg in ("--extra-model-paths-config", str(path))],
         ]
         if launch.cuda_device is None:
