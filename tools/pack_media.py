@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from runner.install_state import PACK_DIR
+from cak.install_state import PACK_DIR
 from tests.browser import chromium, new_tab
 
 EXAMPLES_DIR = PACK_DIR / "example_workflows"

@@ -44,10 +44,10 @@ INSPECT_JS = """
 
 
 async def open_in_editor(comfy_url: str, workflow: dict, screenshot: Path) -> dict:
-    async with aiohttp.ClientSession() as session:
-        # A fresh user folder would greet us with the templates browser: mark the tour as done.
-        async with session.post(f"{comfy_url}/settings/Comfy.TutorialCompleted", json=True) as response:
-            assert response.status == 200
+    # A fresh user folder would greet us with the templates browser: mark the tour as done.
+    async with aiohttp.ClientSession() as session, \
+            session.post(f"{comfy_url}/settings/Comfy.TutorialCompleted", json=True) as response:
+        assert response.status == 200
     async with chromium() as browser:
         tab = await new_tab(browser, 1600, 1000)
         await tab.page.goto(comfy_url, timeout=180_000)

@@ -13,11 +13,10 @@ import dataclasses
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from runner.install_state import PACK_DIR, REPO_ROOT, load_state
+from cak.install_state import PACK_DIR, REPO_ROOT, load_state
 from tests.comfy_server import ComfyTestServer, PromptFailed
 from tests.pack_checks import declared_node_ids, pack_nodes, schema_problems
 
@@ -42,7 +41,7 @@ def clean_comfy(tmp_path_factory: pytest.TempPathFactory):
     # The pack's own requirements.txt installs with nothing else: no index needed when they are in.
     pip = subprocess.run([state.python, "-m", "pip", "install", "--no-index", "-r",
                           str(tree / "custom_nodes" / PACK_DIR.name / "requirements.txt")],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, check=False)
     assert pip.returncode == 0, pip.stdout + pip.stderr
     server = ComfyTestServer(root / "run")
     server.process.state = dataclasses.replace(state, comfyui_path=str(tree), extra_model_paths="")

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from runner.install_state import PACK_DIR
+from cak.install_state import PACK_DIR
 from tests.browser import chromium, new_tab, requires_chromium
 
 pytestmark = [pytest.mark.browser, requires_chromium()]
@@ -38,11 +38,11 @@ GRAPH_JS = """
 
 
 async def browse_templates(comfy_url: str, module: str, artifacts_dir: Path) -> dict:
-    async with aiohttp.ClientSession() as session:
-        # A fresh user folder would greet us with the templates browser: mark the tour as done,
-        # so the test opens it itself.
-        async with session.post(f"{comfy_url}/settings/Comfy.TutorialCompleted", json=True) as response:
-            assert response.status == 200
+    # A fresh user folder would greet us with the templates browser: mark the tour as done,
+    # so the test opens it itself.
+    async with aiohttp.ClientSession() as session, \
+            session.post(f"{comfy_url}/settings/Comfy.TutorialCompleted", json=True) as response:
+        assert response.status == 200
     async with chromium() as browser:
         tab = await new_tab(browser, 1600, 1000)
         thumbnails: list[str] = []

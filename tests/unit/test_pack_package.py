@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from PIL import Image
 
-from runner.install_state import PACK_DIR, REPO_ROOT, load_state
+from cak.install_state import PACK_DIR, REPO_ROOT, load_state
 
 PYPROJECT = PACK_DIR / "pyproject.toml"
 # Registry rules for [project] name: < 100 characters; letters, digits, "-", "_", "."; no two
