@@ -4,8 +4,8 @@ production graph.
 
     python -m tools.pack_media --server http://127.0.0.1:8188
 
-The server must be a ComfyUI with the pack loaded (e.g. ``python -m runner`` ... or the test one):
-the pictures are what a user's editor shows, not a hand-made drawing. Playwright drives Debian's
+The server must be a ComfyUI with the pack loaded (any ComfyUI set up by install.py, or one the pack
+is installed into): the pictures are what a user's editor shows, not a hand-made drawing. Playwright drives Debian's
 Chromium (``install.py --with-browser``).
 """
 
@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+from playwright.async_api import Error as PlaywrightError
 
 from cak.install_state import PACK_DIR
 from tests.browser import chromium, new_tab
@@ -110,7 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.pack_media", description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", required=True, help="a ComfyUI with the pack loaded, e.g. http://127.0.0.1:8188")
     args = parser.parse_args(argv)
-    for path in asyncio.run(draw(args.server.rstrip("/"))):
+    try:
+        written = asyncio.run(draw(args.server.rstrip("/")))
+    except (PlaywrightError, TimeoutError, RuntimeError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"pack_media: cannot draw from {args.server}: {first_line}", file=sys.stderr)
+        return 1
+    for path in written:
         print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
     return 0
 
