@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cak.events import ComfyEvent  # noqa: E402
-from supervisor.config import load_config  # noqa: E402
+from supervisor.settings import load_settings  # noqa: E402
 from supervisor.instance import InstanceSnapshot  # noqa: E402
 from supervisor.pool import InstanceLost, Pool  # noqa: E402
 from tests.supervisor_fixtures import fault_graph, fault_nodes_config  # noqa: E402
@@ -116,7 +116,7 @@ async def leak(pool: Pool, timeline: Timeline, seed: int, megabytes: int) -> tup
 
 async def main(args: argparse.Namespace) -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-recovery-"))
-    config = load_config(overrides={
+    config = load_settings(overrides={
         "instances": [{"name": NAME}], "output_root": str(root / "instances"),
         "health": {"warmup": True, "step_timeout_s": args.step_timeout, "probe_interval_s": 2,
                    "max_rss_growth_mb": args.leak_mb // 2, "idle_free_s": 0,

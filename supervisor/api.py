@@ -19,7 +19,7 @@ import yaml
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from .config import NAME_PATTERN
+from .settings import NAME_PATTERN
 from .dashboard_routes import DASHBOARD_PATHS, add_dashboard_routes
 from .job_request import FieldError, valid_idempotency_key, valid_job_id
 from .job_store import STATES, TERMINAL_STATES, IdempotencyConflict, Job

@@ -21,7 +21,7 @@ from cak.install_state import REPO_ROOT
 from .command import supervisor_command
 from .log_format import configure_logging
 from .service_client import ServiceClient, ServiceError
-from .service_config import TOKEN_ENV
+from .settings import TOKEN_ENV
 
 URL_ENV = "CAK_SUPERVISOR_URL"
 DEFAULT_URL = "http://127.0.0.1:8288"
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Run the service until Ctrl-C or SIGTERM, then drain: no new "
                                          "jobs, running ones finish or go back to the queue, instances stop.")
     up.add_argument("--config", type=Path, metavar="FILE",
-                    help="YAML over supervisor/defaults.yaml and supervisor/service_defaults.yaml")
+                    help="YAML over supervisor/defaults.yaml")
     up.add_argument("--demo", action="store_true",
                     help="two CPU instances (or the instances your --config names), submit a first "
                          "job and show it through, then keep serving")

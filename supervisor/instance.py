@@ -24,7 +24,7 @@ from cak.comfy_process import ComfyLaunch, ComfyProcess, ComfyStartError, wait_e
 from cak.errors import ComfyError, RunTimeout
 from cak.install_state import InstallState
 
-from .config import HealthPolicy, InstanceConfig
+from .settings import HealthSettings, InstanceSettings
 from .restart_policy import RestartPolicy
 from .warmup import warmup_graph
 from .watchdog import Watchdog
@@ -98,14 +98,14 @@ class Lifetime:
 class Instance:
     """A ComfyUI process kept alive by a supervising task (see the module docstring)."""
 
-    def __init__(self, config: InstanceConfig, health: HealthPolicy, base_dir: Path, install: InstallState, *,
+    def __init__(self, config: InstanceSettings, health: HealthSettings, base_dir: Path, install: InstallState, *,
                  extra_model_paths: list[Path], keep_metadata: bool,
                  on_change: Callable[["Instance"], None]) -> None:
         self.config = config
         self.name = config.name
         self.health = health
         self.process = ComfyProcess(ComfyLaunch(
-            base_dir=base_dir, port=config.port, extra_args=list(config.extra_args),
+            base_dir=base_dir, port=config.port or 0, extra_args=list(config.extra_args),
             extra_model_paths=list(extra_model_paths), cuda_device=config.cuda_device,
             keep_metadata=keep_metadata), install)
         self.policy = RestartPolicy(health.restart)
@@ -256,7 +256,7 @@ class Instance:
             self.client = None
         started = self.state is InstanceState.STARTING
         await self.process.stop(grace=self.health.kill_grace_s)
-        if started and self.config.port == 0:
+        if started and self.config.port is None:
             self.process.port = 0  # the auto-picked port may be what failed: pick again next time
         self.rss_mb = self.device_mem_mb = None
 

@@ -21,7 +21,7 @@ from cak.errors import NotComfyUI, RunTimeout, ServerGone, ServerUnreachable
 from cak.events import ComfyEvent, RunResult
 from cak.install_state import load_state
 
-from .config import SupervisorConfig
+from .settings import Settings
 from .instance import Instance, InstanceSnapshot, InstanceState
 
 logger = logging.getLogger("supervisor.pool")
@@ -46,7 +46,7 @@ class PoolUnavailable(Exception):
 class Pool:
     """N supervised ComfyUI instances (see the module docstring)."""
 
-    def __init__(self, config: SupervisorConfig, *, extra_model_paths: Iterable[Path] = (),
+    def __init__(self, config: Settings, *, extra_model_paths: Iterable[Path] = (),
                  on_change: Callable[[InstanceSnapshot], None] | None = None) -> None:
         self.config = config
         self._on_change = on_change

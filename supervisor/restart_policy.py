@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from .config import RestartPolicyConfig
+from .settings import RestartSettings
 
 FAULT_REASONS = frozenset({"crash", "unresponsive", "hang", "leak", "warmup"})
 PLANNED_REASONS = frozenset({"recycle", "request"})
@@ -29,7 +29,7 @@ class RestartDecision:
 class RestartPolicy:
     """Counts fault restarts in the last ``window_s`` seconds and spaces them out exponentially."""
 
-    def __init__(self, config: RestartPolicyConfig) -> None:
+    def __init__(self, config: RestartSettings) -> None:
         self.config = config
         self._faults: deque[float] = deque()
 

@@ -17,16 +17,15 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from cak.install_state import REPO_ROOT, NotInstalledError
+from cak.install_state import NotInstalledError
 
 from .api import create_app
 from .command import supervisor_command
-from .config import ConfigError, load_config
 from .http_protocol import ApiRunner
 from .job_request import FieldError
 from .job_store import TERMINAL_STATES
 from .service import JobService
-from .service_config import service_config
+from .settings import ConfigError, load_settings
 
 log = logging.getLogger("supervisor")
 
@@ -45,7 +44,7 @@ def demo_overrides(config_path: Path | None) -> dict[str, Any] | None:
         try:
             named = "instances" in (yaml.safe_load(config_path.read_text()) or {})
         except (OSError, yaml.YAMLError, TypeError):
-            named = False  # load_config reports what is wrong with the file
+            named = False  # load_settings reports what is wrong with the file
         if named:
             say(f"demo: using the instances of {config_path}")
             return None
@@ -67,9 +66,8 @@ async def serve(config_path: Path | None, demo: bool = False, log_json: bool = F
     global _json_lines
     _json_lines = log_json
     try:
-        config = load_config(config_path, demo_overrides(config_path) if demo else None)
-        settings = service_config(config, config_path.resolve().parent if config_path else REPO_ROOT)
-        service = JobService(config, settings)
+        settings = load_settings(config_path, demo_overrides(config_path) if demo else None)
+        service = JobService(settings)
     except (ConfigError, NotInstalledError) as exc:
         say(f"configuration problem:\n{exc}", error=True)
         return 2
@@ -97,7 +95,7 @@ async def serve(config_path: Path | None, demo: bool = False, log_json: bool = F
         loop.add_signal_handler(sig, stop.set)
     demo_task: asyncio.Task[None] | None = None
     try:
-        say(f"starting {len(config.instances)} ComfyUI instance(s) (10-40 s each on a CPU)...")
+        say(f"starting {len(settings.instances)} ComfyUI instance(s) (10-40 s each on a CPU)...")
         await service.start()
         if demo:
             demo_task = asyncio.create_task(_demo_first_job(service, url))

@@ -17,14 +17,13 @@ from cute_animal_kids.text_safety import TextSafetyDecision, check_text, get_che
 
 from cak.install_state import WORKFLOWS_DIR
 
-from .config import SupervisorConfig
 from .dispatcher import Dispatcher
 from .job_events import JobEvents
 from .job_request import parse_job_request
 from .job_store import QUEUED, REJECTED, Job, JobStore
 from .metrics import ServiceMetrics
 from .pool import Pool
-from .service_config import ServiceConfig
+from .settings import Settings
 from .workflow_catalog import WorkflowCatalog
 
 log = logging.getLogger("supervisor.service")
@@ -43,16 +42,15 @@ class Submitted:
 
 
 class JobService:
-    def __init__(self, config: SupervisorConfig, service: ServiceConfig, pool: Pool | None = None) -> None:
-        self.config = config
-        self.settings = service
-        self.pool = pool or Pool(config)
-        self.store = JobStore(service.jobs.db_path, service.jobs.images_dir)
+    def __init__(self, settings: Settings, pool: Pool | None = None) -> None:
+        self.settings = settings
+        self.pool = pool or Pool(settings)
+        self.store = JobStore(settings.jobs.db_path, settings.jobs.images_dir)
         self.events = JobEvents()
         self.metrics = ServiceMetrics(self.pool.snapshot)
-        self.catalog = WorkflowCatalog({}, service.jobs.allow_graphs)
+        self.catalog = WorkflowCatalog({}, settings.jobs.allow_graphs)
         self.dispatcher = Dispatcher(self.pool, self.store, self.catalog, self.events, self.metrics,
-                                     max_attempts=service.jobs.max_attempts)
+                                     max_attempts=settings.jobs.max_attempts)
         self.accepting = False
         self._refusal = "starting"  # why no job is taken while ``accepting`` is False
         self._background: set[asyncio.Task[Any]] = set()

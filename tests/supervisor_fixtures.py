@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import psutil
 
-from supervisor.config import SupervisorConfig, load_config
+from supervisor.settings import Settings, load_settings
 from supervisor.instance import InstanceSnapshot
 from supervisor.pool import Pool
 from tests.comfy_graphs import cpu_graph
@@ -59,7 +59,7 @@ class RecordingHandler(logging.Handler):
 class PoolHarness:
     """A ``Pool`` on an event loop in a background thread, driven from synchronous tests."""
 
-    def __init__(self, config: SupervisorConfig, extra_model_paths: list[Path]) -> None:
+    def __init__(self, config: Settings, extra_model_paths: list[Path]) -> None:
         self.config = config
         self.changes: list[InstanceSnapshot] = []
         self.log = RecordingHandler()
@@ -107,8 +107,8 @@ class PoolHarness:
             logging.getLogger("supervisor").removeHandler(self.log)
 
 
-def pool_config(output_root: Path, instances: list[dict], **health: Any) -> SupervisorConfig:
-    return load_config(overrides={"instances": instances, "output_root": str(output_root), "health": health})
+def pool_config(output_root: Path, instances: list[dict], **health: Any) -> Settings:
+    return load_settings(overrides={"instances": instances, "output_root": str(output_root), "health": health})
 
 
 def comfy_processes_under(folder: Path) -> list[psutil.Process]:

@@ -9,13 +9,13 @@ import yaml
 
 from cak.install_state import REPO_ROOT
 from supervisor.api import OPENAPI_FILE, create_app
-from supervisor.service_config import HttpConfig
+from supervisor.settings import HttpSettings
 
 HTTP_METHODS = {"get", "post", "put", "delete", "patch"}
 
 
 def app_routes() -> set[tuple[str, str]]:
-    http = HttpConfig(host="127.0.0.1", port=0, token=None, max_body_bytes=65536, sse_keepalive_s=15,
+    http = HttpSettings(host="127.0.0.1", port=0, token=None, max_body_bytes=65536, sse_keepalive_s=15,
                       list_limit=100)
     app = create_app(SimpleNamespace(settings=SimpleNamespace(http=http)))  # routes only, nothing runs
     return {(route.method.lower(), route.resource.canonical) for route in app.router.routes()

@@ -20,9 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cak.install_state import REPO_ROOT
 from supervisor.cli import build_parser
-from supervisor.config import load_config
 from supervisor.metrics import ServiceMetrics
-from supervisor.service_config import SERVICE_DEFAULTS_FILE, TOKEN_ENV, service_config
+from supervisor.settings import DEFAULTS_FILE, TOKEN_ENV, load_settings
 
 DEPLOY = REPO_ROOT / "deploy"
 COMPOSE = DEPLOY / "docker" / "compose.yaml"
@@ -32,7 +31,7 @@ GRAFANA = DEPLOY / "grafana" / "cute-animal-kids.json"
 PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
 RULES = DEPLOY / "prometheus" / "cute-animal-kids.rules.yml"
 OPERATIONS_DOC = REPO_ROOT / "docs" / "operations.md"
-DEFAULT_PORT = yaml.safe_load(SERVICE_DEFAULTS_FILE.read_text())["http"]["port"]
+DEFAULT_PORT = yaml.safe_load(DEFAULTS_FILE.read_text())["http"]["port"]
 METRIC_NAME = re.compile(r"\bcak_[a-z0-9_]+\b")
 SELECTOR = re.compile(r"\b(cak_[a-z0-9_]+)\{([^}]*)\}")
 LABEL_MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
@@ -194,9 +193,8 @@ def test_compose_reserves_the_gpu_mounts_models_and_publishes_the_default_port()
 @pytest.mark.parametrize("path", [DEPLOY / "docker" / "supervisor.yaml", DEPLOY / "systemd" / "supervisor.yaml"],
                          ids=["docker", "systemd"])
 def test_example_configs_pass_validation_and_use_the_gpu(path: Path) -> None:
-    config = load_config(path)
-    settings = service_config(config, path.parent)
-    assert all(instance.cuda_device is not None for instance in config.instances)  # no --cpu
+    settings = load_settings(path)
+    assert all(instance.cuda_device is not None for instance in settings.instances)  # no --cpu
     assert settings.http.port == DEFAULT_PORT
     assert (REPO_ROOT / "workflows" / f"{settings.jobs.default_workflow}.yaml").is_file()
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cak.install_state import WORKFLOWS_DIR
-from supervisor.config import ConfigError, load_config
 from supervisor.job_request import FieldError, JobRequest, parse_job_request, valid_job_id
-from supervisor.service_config import TOKEN_ENV, service_config
+from supervisor.settings import TOKEN_ENV, ConfigError, load_settings
 from supervisor.workflow_catalog import WorkflowCatalog
 
 
@@ -115,16 +114,16 @@ def test_catalog_checks_the_workflow_manifest_limits_and_fixes_a_seed():
 
 def test_service_settings_defaults_and_key_named_problems(tmp_path, monkeypatch):
     monkeypatch.delenv(TOKEN_ENV, raising=False)
-    settings = service_config(load_config(None))
+    settings = load_settings(None)
     assert settings.http.host == "127.0.0.1" and settings.http.loopback and settings.http.token is None
     assert settings.jobs.max_attempts >= 1 and settings.jobs.db_path.name == "jobs.sqlite3"
     assert settings.jobs.keep_images_days == 30  # children's pictures are not kept forever
     bad = tmp_path / "bad.yaml"
     bad.write_text("http: {port: web, token: short, colour: 1}\njobs: {max_attempts: 0, keep_images_days: -1}\n")
     with pytest.raises(ConfigError) as info:
-        service_config(load_config(bad), tmp_path)
+        load_settings(bad)
     text = str(info.value)
     for key in ("http.port", "http.token", "http.colour", "jobs.max_attempts", "jobs.keep_images_days"):
         assert key in text
     monkeypatch.setenv(TOKEN_ENV, "from-the-environment")
-    assert service_config(load_config(None)).http.token == "from-the-environment"
+    assert load_settings(None).http.token == "from-the-environment"

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.config import RestartPolicyConfig
+from supervisor.settings import RestartSettings
 from supervisor.restart_policy import RestartPolicy
 
-CONFIG = RestartPolicyConfig(backoff_initial_s=2, backoff_factor=2, backoff_max_s=10, max_restarts=4,
-                             window_s=100)
+CONFIG = RestartSettings(backoff_initial_s=2, backoff_factor=2, backoff_max_s=10, max_restarts=4, window_s=100)
 
 
 def test_first_fault_restarts_at_once_then_backs_off_exponentially_up_to_max():
     policy = RestartPolicy(CONFIG)
     delays = [policy.decide("crash", now).delay_s for now in (0, 1, 2, 3)]
     assert delays == [0, 2, 4, 8]
-    capped = RestartPolicy(RestartPolicyConfig(2, 2, 10, 10, 100))
+    capped = RestartPolicy(RestartSettings(backoff_initial_s=2, backoff_factor=2, backoff_max_s=10, max_restarts=10,
+                                             window_s=100))
     assert [capped.decide("hang", t).delay_s for t in range(6)] == [0, 2, 4, 8, 10, 10]
 
 

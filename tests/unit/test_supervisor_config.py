@@ -1,4 +1,4 @@
-"""Supervisor config: defaults load, every mistake names its key, raw sections pass through."""
+"""Supervisor settings: defaults load, every mistake names its key, all of them in one error."""
 
 from __future__ import annotations
 
@@ -7,27 +7,27 @@ from pathlib import Path
 import pytest
 
 from cak.install_state import REPO_ROOT, load_state
-from supervisor.config import ConfigError, load_config
+from supervisor.settings import ConfigError, load_settings
 
 
 def _problems(overrides: dict) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        load_config(overrides=overrides)
+        load_settings(overrides=overrides)
     return info.value.problems
 
 
 def test_defaults_are_valid_and_sensible():
-    config = load_config()
+    config = load_settings()
     assert config.comfyui_path == Path(load_state().comfyui_path)
     assert [i.name for i in config.instances] == ["comfy-1"]
-    assert config.instances[0].port == 0 and config.instances[0].cuda_device is None
+    assert config.instances[0].port is None and config.instances[0].cuda_device is None
     assert config.output_root == REPO_ROOT / "var" / "supervisor"
     assert config.health.step_timeout_s > 0 and config.health.restart.max_restarts >= 1
-    assert config.raw_sections == {"http": {}, "jobs": {}}
+    assert config.http.port == 8288 and config.jobs.db_path == REPO_ROOT / "var" / "supervisor" / "jobs.sqlite3"
 
 
 def test_instance_count_and_list(tmp_path):
-    assert [i.name for i in load_config(overrides={"instances": 3}).instances] == ["comfy-1", "comfy-2", "comfy-3"]
+    assert [i.name for i in load_settings(overrides={"instances": 3}).instances] == ["comfy-1", "comfy-2", "comfy-3"]
     path = tmp_path / "sup.yaml"
     path.write_text(
         "extra_args: [--lowvram]\n"
@@ -40,24 +40,24 @@ def test_instance_count_and_list(tmp_path):
         "http: {port: 9000}\n"
         "jobs: {max_attempts: 5}\n"
     )
-    config = load_config(path)
+    config = load_settings(path)
     gpu, cpu = config.instances
     assert (gpu.name, gpu.port, gpu.cuda_device) == ("gpu0", 8190, 0)
     assert gpu.extra_args == ("--lowvram", "--reserve-vram", "1")
-    assert (cpu.port, cpu.cuda_device, cpu.extra_args) == (0, None, ("--lowvram",))
+    assert (cpu.port, cpu.cuda_device, cpu.extra_args) == (None, None, ("--lowvram",))
     assert config.output_root == tmp_path / "out"  # relative to the config file
     assert config.model_folders == {"loras": (tmp_path / "a", Path("/abs/b")), "checkpoints": (tmp_path / "ckpt",)}
     assert config.health.step_timeout_s == 30
     assert config.health.restart.max_restarts == 2
     assert config.health.restart.window_s == 600  # merged with the defaults, key by key
-    assert config.raw_sections == {"http": {"port": 9000}, "jobs": {"max_attempts": 5}}
+    assert (config.http.port, config.http.host, config.jobs.max_attempts) == (9000, "127.0.0.1", 5)
     assert config.base_dir == tmp_path
 
 
 def test_errors_name_the_key():
     problems = _problems({"instances": [{"name": "a", "port": 8190}, {"name": "b", "port": 80}]})
-    assert problems == ["instances[1].port: must be an integer 1024-65535"]
-    assert str(ConfigError(problems)) == "instances[1].port: must be an integer 1024-65535"
+    assert problems == ["instances.1.port: must be an integer 1024-65535"]
+    assert str(ConfigError(problems)) == "instances.1.port: must be an integer 1024-65535"
 
 
 def test_every_problem_is_listed():
@@ -70,8 +70,8 @@ def test_every_problem_is_listed():
         "nonsense": 1,
     })
     joined = "\n".join(problems)
-    for key in ("instances[0].cuda_device:", "instances[0].colour: unknown setting", "instances[1].name: 'a' is used twice",
-                "instances[1].extra_args: must be a list of strings", "health.step_timeout_s: must be a number > 0",
+    for key in ("instances.0.cuda_device:", "instances.0.colour: unknown setting", "instances.1.name: 'a' is used twice",
+                "instances.1.extra_args: must be a list of strings", "health.step_timeout_s: must be a number > 0",
                 "health.probe_failures: must be an integer >= 1", "health.restart.backoff_factor: must be a number >= 1",
                 "health.typo_s: unknown setting", "model_folders.weights: unknown model type",
                 "keep_metadata: must be true or false", "http: must be a mapping", "nonsense: unknown setting"):
@@ -81,7 +81,7 @@ def test_every_problem_is_listed():
 def test_duplicate_ports_and_bad_counts():
     assert _problems({"instances": 0}) == ["instances: must be a count 1-64 or a list of instances"]
     problems = _problems({"instances": [{"name": "a", "port": 9000}, {"name": "b", "port": 9000}]})
-    assert problems == ["instances[1].port: 9000 is used twice"]
+    assert problems == ["instances.1.port: 9000 is used twice"]
 
 
 def test_bad_comfyui_path_and_warmup_graph(tmp_path):
@@ -94,7 +94,19 @@ def test_unreadable_yaml_is_one_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("instances: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_config(path)
+        load_settings(path)
     path.write_text("- a list\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
-        load_config(path)
+        load_settings(path)
+
+
+def test_environment_overrides_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "sup.yaml"
+    path.write_text("http: {port: 9000}\nhealth: {max_jobs: 3}\n")
+    monkeypatch.setenv("CAK_SUPERVISOR_HTTP__PORT", "9100")
+    monkeypatch.setenv("CAK_SUPERVISOR_HEALTH__RESTART__MAX_RESTARTS", "7")
+    monkeypatch.setenv("CAK_SUPERVISOR_URL", "http://127.0.0.1:1")  # the CLI's variable, not a setting
+    config = load_settings(path)
+    assert (config.http.port, config.health.max_jobs, config.health.restart.max_restarts) == (9100, 3, 7)
+    monkeypatch.setenv("CAK_SUPERVISOR_HTTP__PORT", "web")
+    assert _problems({}) == ["http.port: must be an integer 0-65535"]
