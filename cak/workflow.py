@@ -12,47 +12,89 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import UsageError
 from .install_state import WORKFLOWS_DIR
 
-TYPES = ("string", "int", "float", "bool", "choice")
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
 
-@dataclass(frozen=True)
-class Target:
-    node: str
+NodeId = Annotated[str, BeforeValidator(lambda value: str(value) if isinstance(value, int) else value)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Target(_Spec):
+    node: NodeId
     input: str
 
 
-@dataclass(frozen=True)
-class Bypass:
+class Bypass(_Spec):
     """At ``when``, drop ``node``; whatever consumed its output gets what feeds ``pass_through``."""
 
     when: Any
-    node: str
+    node: NodeId
     pass_through: str
 
 
-@dataclass(frozen=True)
-class Parameter:
+class Parameter(_Spec):
+    """One manifest parameter; validated with the API graph as context so every target exists."""
+
     name: str
-    type: str
-    default: Any
-    targets: tuple[Target, ...]
+    type: Literal["string", "int", "float", "bool", "choice"]
+    default: Any = None
+    targets: tuple[Target, ...] = Field(min_length=1)
     description: str = ""
-    min: float | None = None
-    max: float | None = None
-    multiple_of: int | None = None
+    min: int | float | None = None
+    max: int | float | None = None
+    multiple_of: int | None = Field(None, ge=1)
     choices: tuple[Any, ...] | None = None
-    min_length: int | None = None
-    max_length: int | None = None
+    min_length: int | None = Field(None, ge=0)
+    max_length: int | None = Field(None, ge=0)
     bypass: Bypass | None = None
+
+    @field_validator("description", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return "" if value is None else str(value).strip()
+
+    @model_validator(mode="after")
+    def _fits_graph(self, info: ValidationInfo) -> Parameter:
+        graph: dict[str, Any] = (info.context or {}).get("graph", {})
+        for target in self.targets:
+            node = graph.get(target.node)
+            if node is None:
+                raise ValueError(f"target node {target.node} is not in the API graph")
+            if target.input not in node.get("inputs", {}):
+                raise ValueError(f"node {target.node} ({node['class_type']}) has no input {target.input!r}")
+        bypass = self.bypass
+        if bypass is not None and (bypass.node not in graph
+                                   or bypass.pass_through not in graph[bypass.node].get("inputs", {})):
+            raise ValueError(f"bypass names node {bypass.node} input {bypass.pass_through!r}, "
+                             "which the API graph does not have")
+        if self.type == "choice" and not self.choices:
+            raise ValueError("a choice parameter needs `choices`")
+        try:
+            self.coerce(self.default)
+        except UsageError as exc:
+            raise ValueError(f"the default does not fit: {exc}") from None
+        return self
 
     def coerce(self, raw: Any) -> Any:
         """The value in this parameter's type, within its limits; ``UsageError`` in one line if not.
@@ -141,7 +183,7 @@ class Workflow:
     raw_manifest: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, name_or_path: str | Path, workflows_dir: Path = WORKFLOWS_DIR) -> "Workflow":
+    def load(cls, name_or_path: str | Path, workflows_dir: Path = WORKFLOWS_DIR) -> Workflow:
         """A workflow by name (``workflows/<name>.yaml``), manifest path, or API-format JSON path.
 
         An API JSON without a manifest next to it runs as is, with no parameters.
@@ -155,7 +197,7 @@ class Workflow:
         return cls(name=path.name.split(".")[0], graph=load_api_graph(path), parameters={}, api_path=path)
 
     @classmethod
-    def _from_manifest(cls, path: Path) -> "Workflow":
+    def _from_manifest(cls, path: Path) -> Workflow:
         manifest = _read_yaml(path)
         api_name = manifest.get("api")
         if not isinstance(api_name, str):
@@ -279,44 +321,17 @@ def _parse_parameter(path: Path, name: str, spec: Any, graph: dict[str, Any]) ->
     where = f"{path}: parameter {name}"
     if not isinstance(spec, dict):
         raise UsageError(f"{where}: must be a mapping (type, default, targets, ...)")
-    kind = spec.get("type")
-    if kind not in TYPES:
-        raise UsageError(f"{where}: type must be one of {', '.join(TYPES)}, got {kind!r}")
-    targets = []
-    for raw in spec.get("targets") or []:
-        if not isinstance(raw, dict) or "node" not in raw or "input" not in raw:
-            raise UsageError(f"{where}: each target needs `node` and `input`")
-        target = Target(str(raw["node"]), str(raw["input"]))
-        node = graph.get(target.node)
-        if node is None:
-            raise UsageError(f"{where}: target node {target.node} is not in the API graph")
-        if target.input not in node.get("inputs", {}):
-            raise UsageError(f"{where}: node {target.node} ({node['class_type']}) has no input {target.input!r}")
-        targets.append(target)
-    if not targets:
-        raise UsageError(f"{where}: needs at least one target (node + input)")
-    bypass = None
-    if spec.get("bypass") is not None:
-        raw = spec["bypass"]
-        if not isinstance(raw, dict) or not {"when", "node", "pass_through"} <= set(raw):
-            raise UsageError(f"{where}: bypass needs `when`, `node` and `pass_through`")
-        bypass = Bypass(raw["when"], str(raw["node"]), str(raw["pass_through"]))
-        if bypass.node not in graph or bypass.pass_through not in graph[bypass.node].get("inputs", {}):
-            raise UsageError(f"{where}: bypass names node {bypass.node} input {bypass.pass_through!r}, "
-                             "which the API graph does not have")
-    choices = spec.get("choices")
-    parameter = Parameter(
-        name=name, type=kind, default=spec.get("default"), targets=tuple(targets),
-        description=str(spec.get("description") or "").strip(), min=spec.get("min"), max=spec.get("max"),
-        multiple_of=spec.get("multiple_of"), choices=tuple(choices) if choices is not None else None,
-        min_length=spec.get("min_length"), max_length=spec.get("max_length"), bypass=bypass)
-    if kind == "choice" and not parameter.choices:
-        raise UsageError(f"{where}: a choice parameter needs `choices`")
     try:
-        parameter.coerce(parameter.default)
-    except UsageError as exc:
-        raise UsageError(f"{path}: the default does not fit: {exc}") from None
-    return parameter
+        return Parameter.model_validate({**spec, "name": name}, context={"graph": graph})
+    except ValidationError as exc:
+        raise UsageError(f"{where}: {'; '.join(_problem(error) for error in exc.errors())}") from None
+
+
+def _problem(error: Any) -> str:
+    """``targets.0.node: Field required``; a rule across fields reads as its own sentence."""
+    reason = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {reason}" if where else reason
 
 
 def _num(value: float | None) -> str:

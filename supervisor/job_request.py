@@ -1,7 +1,8 @@
 """What a client may ask for: the body of ``POST /v1/jobs``, checked field by field.
 
 Every problem becomes a ``FieldError`` naming the field, answered 422. Types and broad bounds are
-checked here; the chosen workflow's own manifest then checks its limits (``workflow_catalog``).
+checked here (a pydantic model of the body); the chosen workflow's own manifest then checks its
+limits (``workflow_catalog``).
 Job ids are checked here too, before any file path is built from one.
 """
 
@@ -10,8 +11,11 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 WORKFLOW_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,63}$")
@@ -60,7 +64,7 @@ class JobRequest:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "JobRequest":
+    def from_json(cls, data: dict[str, Any]) -> JobRequest:
         return cls(workflow=data["workflow"], prompt=data.get("prompt"), graph=data.get("graph"),
                    params={key: data[key] for key in PARAM_FIELDS if key in data})
 
@@ -74,15 +78,61 @@ class JobRequest:
                     yield value
 
 
+class _Body(BaseModel):
+    """Types and broad bounds of the body's fields; the rules between fields are in ``parse_job_request``.
+
+    ``prompt`` and ``graph`` stay ``Any`` here: their own checks (``_prompt``, ``_graph``) word the
+    answer, and a graph is refused before its shape matters when the service takes none.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    graph: Any = None
+    prompt: Any = None
+    # Not Optional: an explicit null is a wrong workflow name; only a missing one means the default.
+    workflow: Annotated[str, Field(pattern=WORKFLOW_NAME.pattern)] = None  # type: ignore[assignment]
+    style: Annotated[str, Field(pattern=STYLE_NAME.pattern)] | None = None
+    seed: Annotated[int, Field(ge=INT_FIELDS["seed"][0], le=INT_FIELDS["seed"][1])] | None = None
+    width: Annotated[int, Field(ge=INT_FIELDS["width"][0], le=INT_FIELDS["width"][1])] | None = None
+    height: Annotated[int, Field(ge=INT_FIELDS["height"][0], le=INT_FIELDS["height"][1])] | None = None
+    steps: Annotated[int, Field(ge=INT_FIELDS["steps"][0], le=INT_FIELDS["steps"][1])] | None = None
+
+
+_REASONS = {
+    "workflow": "must be a workflow name (lowercase letters, digits, '_' or '-')",
+    "style": "must be a style name (letters, digits, spaces, '_' or '-')",
+}
+
+
+def _first_problem(exc: ValidationError) -> FieldError:
+    """The answer names one field: an unknown one first, then in the body model's field order."""
+    errors = exc.errors(include_url=False)
+    order = list(_Body.model_fields)
+    errors.sort(key=lambda e: (e["type"] != "extra_forbidden", order.index(e["loc"][0])
+                               if e["loc"][0] in order else -1))
+    error = errors[0]
+    name = str(error["loc"][0])
+    if error["type"] == "extra_forbidden":
+        return FieldError(name[:64], f"unknown field (known: {', '.join(FIELDS)})")
+    if name in INT_FIELDS:
+        low, high = INT_FIELDS[name]
+        in_range = error["type"] in ("greater_than_equal", "less_than_equal")
+        return FieldError(name, f"must be between {low} and {high}" if in_range else "must be an integer")
+    return FieldError(name, _REASONS.get(name, error["msg"]))
+
+
 def parse_job_request(body: Any, *, max_prompt_chars: int, allow_graphs: bool,
                       default_workflow: str) -> JobRequest:
     """Check a decoded JSON body; ``FieldError`` on the first problem."""
     if not isinstance(body, dict):
         raise FieldError("body", "must be a JSON object")
     _check_structure(body)
-    for key in body:
-        if key not in FIELDS:
-            raise FieldError(str(key)[:64], f"unknown field (known: {', '.join(FIELDS)})")
+    try:
+        fields, problem = _Body.model_validate(body), None
+    except ValidationError as exc:
+        fields, problem = None, exc
+    if problem is not None and any(e["type"] == "extra_forbidden" for e in problem.errors()):
+        raise _first_problem(problem) from None
     graph = _graph(body.get("graph"), allow_graphs)
     prompt = body.get("prompt")
     if prompt is None:
@@ -90,28 +140,15 @@ def parse_job_request(body: Any, *, max_prompt_chars: int, allow_graphs: bool,
             raise FieldError("prompt", "is required")
     else:
         prompt = _prompt(prompt, max_prompt_chars)
-    workflow = body.get("workflow", default_workflow)
+    if problem is not None or fields is None:
+        raise _first_problem(problem) from None
+    workflow = fields.workflow if fields.workflow is not None else default_workflow
     if graph is not None:
         if "workflow" in body:
             raise FieldError("workflow", "give either a workflow or a graph, not both")
         workflow = "graph"
-    elif not isinstance(workflow, str) or not WORKFLOW_NAME.match(workflow):
-        raise FieldError("workflow", "must be a workflow name (lowercase letters, digits, '_' or '-')")
-    params: dict[str, Any] = {}
-    style = body.get("style")
-    if style is not None:
-        if not isinstance(style, str) or not STYLE_NAME.match(style):
-            raise FieldError("style", "must be a style name (letters, digits, spaces, '_' or '-')")
-        params["style"] = style
-    for name, (low, high) in INT_FIELDS.items():
-        value = body.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise FieldError(name, "must be an integer")
-        if not low <= value <= high:
-            raise FieldError(name, f"must be between {low} and {high}")
-        params[name] = value
+    params = fields.model_dump(include=set(PARAM_FIELDS), exclude_none=True)
+    params = {name: params[name] for name in PARAM_FIELDS if name in params}
     if graph is not None and params:
         raise FieldError(next(iter(params)), "parameters apply to workflows, not to a raw graph")
     return JobRequest(workflow=workflow, prompt=prompt, params=params, graph=graph)

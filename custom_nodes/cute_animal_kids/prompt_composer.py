@@ -18,19 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .pack_data import (
-    PackDataError,
-    child_path,
-    data_dir,
-    load_data_file,
-    require_key,
-    require_mapping,
-    require_number,
-    require_string,
-)
+from .pack_data import PLACEHOLDER, StylesData, data_dir, load_data_file, validate_model
 
 DATA_FILE = "styles.yaml"
-PLACEHOLDER = "{description}"
 
 
 class PromptInputError(ValueError):
@@ -56,40 +46,15 @@ class PromptComposer:
     """The styles of one data directory, validated once."""
 
     def __init__(self, data: Mapping[str, Any], file: str = DATA_FILE) -> None:
-        limits = require_mapping(require_key(data, "limits", file, ""), file, "limits")
-        self.max_description_chars = int(require_number(
-            require_key(limits, "max_description_chars", file, "limits"), file,
-            "limits.max_description_chars", minimum=1, maximum=10_000, integer=True,
-        ))
-        base = require_mapping(require_key(data, "base", file, ""), file, "base")
-        self._base_positive, self._base_negative = (
-            require_string(require_key(base, key, file, "base"), file, child_path("base", key)).strip()
-            for key in ("positive", "negative")
-        )
-
-        styles: dict[str, Style] = {}
-        entries = require_mapping(require_key(data, "styles", file, ""), file, "styles")
-        for name, entry in entries.items():
-            path = child_path("styles", name)
-            entry = require_mapping(entry, file, path)
-            fields = {
-                key: require_string(require_key(entry, key, file, path), file, child_path(path, key)).strip()
-                for key in ("display_name", "positive", "negative")
-            }
-            if fields["positive"].count(PLACEHOLDER) != 1:
-                raise PackDataError(
-                    f"{file}: {child_path(path, 'positive')}: must contain {PLACEHOLDER} exactly once"
-                )
-            for key in ("display_name", "negative"):
-                if PLACEHOLDER in fields[key]:
-                    raise PackDataError(f"{file}: {child_path(path, key)}: must not contain {PLACEHOLDER}")
-            styles[name] = Style(name, **fields)
-        self._styles = styles
-
-        default = require_string(require_key(data, "default_style", file, ""), file, "default_style")
-        if default not in styles:
-            raise PackDataError(f"{file}: default_style: {default!r} is not one of the styles")
-        self.default_style = default
+        checked = validate_model(StylesData, data, file)
+        self.max_description_chars = checked.limits.max_description_chars
+        self._base_positive = checked.base.positive.strip()
+        self._base_negative = checked.base.negative.strip()
+        self._styles = {
+            name: Style(name, entry.display_name.strip(), entry.positive.strip(), entry.negative.strip())
+            for name, entry in checked.styles.items()
+        }
+        self.default_style = checked.default_style
 
     def style_names(self) -> list[str]:
         """Style keys in YAML order, default first (the node's combo shows the default on top)."""
