@@ -31,10 +31,11 @@ from cak.comfy_process import ComfyLaunch, ComfyProcess, free_port  # noqa: E402
 from cak.install_state import REPO_ROOT, load_state  # noqa: E402
 from cak.workflow import Workflow  # noqa: E402
 from supervisor.service_client import ServiceClient  # noqa: E402
+from supervisor.states import TERMINAL_STATES  # noqa: E402
 
 WORKFLOW = "cute_animal_cpu"
 PROMPT = "一只戴帽子的小熊"
-FINAL = {"succeeded", "failed", "rejected", "cancelled"}
+FINAL = TERMINAL_STATES
 
 
 async def wait_job(client: ServiceClient, job_id: str) -> dict:

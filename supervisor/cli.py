@@ -22,6 +22,7 @@ from .command import supervisor_command
 from .log_format import configure_logging
 from .service_client import ServiceClient, ServiceError
 from .settings import TOKEN_ENV
+from .states import JobState
 
 URL_ENV = "CAK_SUPERVISOR_URL"
 DEFAULT_URL = "http://127.0.0.1:8288"
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--out", type=Path, default=REPO_ROOT / "out",
                         help="folder for the saved images (default: out/)")
     jobs = remote("jobs", "list recent jobs")
-    jobs.add_argument("--state", choices=["queued", "running", "succeeded", "failed", "rejected", "cancelled"])
+    jobs.add_argument("--state", choices=list(JobState))
     jobs.add_argument("--limit", type=int, default=20)
     cancel = remote("cancel", "cancel a queued job, or interrupt a running one")
     cancel.add_argument("job_id", help="the job's id, as `submit` or `jobs` prints it")
@@ -146,7 +147,7 @@ async def _remote(args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.command == "cancel":
             job = await client.request("DELETE", f"/v1/jobs/{args.job_id}")
-            print(f"job {job['id']} {job['state']}" + (" (interrupting it)" if job["state"] == "running" else ""))
+            print(f"job {job['id']} {job['state']}" + (" (interrupting it)" if job["state"] == JobState.RUNNING else ""))
             return EXIT_OK
         data = await client.request("POST", f"/v1/instances/{args.name}/{args.command}")
         print(f"{args.command} of {data['instance']} requested")
@@ -208,10 +209,10 @@ async def follow_and_save(client: ServiceClient, job_id: str, out: Path) -> int:
             last_note = note
     bar.done()
     job = await client.request("GET", f"/v1/jobs/{job_id}")
-    if job["state"] != "succeeded":
+    if job["state"] != JobState.SUCCEEDED:
         category = f", category {job['category']}" if job.get("category") else ""
         print(f"job {job_id} {job['state']}{category}: {job.get('error') or ''}", file=sys.stderr)
-        if job["state"] != "rejected":
+        if job["state"] != JobState.REJECTED:
             return EXIT_FAILED
         return {"missing_models": EXIT_MISSING_MODELS, "invalid": EXIT_BAD_REQUEST}.get(job.get("category"),
                                                                                        EXIT_UNSAFE)

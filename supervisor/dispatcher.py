@@ -40,6 +40,7 @@ from .job_store import (
     FAILED,
     QUEUED,
     REJECTED,
+    RUNNING,
     SUCCEEDED,
     SUPERVISOR_SHUTDOWN,
     Job,
@@ -167,7 +168,7 @@ class Dispatcher:
     async def _run(self, instance: Any, job: Job, attempt: int) -> None:
         where = {"job_id": job.id, "instance": instance.name, "attempt": attempt}
         log.info("job started", extra=where)
-        self.events.state(job.id, "running", instance=instance.name, attempt=attempt)
+        self.events.state(job.id, RUNNING, instance=instance.name, attempt=attempt)
         try:
             graph = self.catalog.build(JobRequest.from_json(job.request))
             result = await self.pool.run(instance, graph, on_event=self._on_event(job.id, instance, attempt))

@@ -15,7 +15,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,9 @@ from cak.comfy_process import ComfyLaunch, ComfyProcess, ComfyStartError, wait_e
 from cak.errors import ComfyError, RunTimeout
 from cak.install_state import InstallState
 
-from .settings import HealthSettings, InstanceSettings
 from .restart_policy import RestartPolicy
+from .settings import HealthSettings, InstanceSettings
+from .states import InstanceState
 from .warmup import warmup_graph
 from .watchdog import Watchdog
 
@@ -34,22 +34,12 @@ logger = logging.getLogger("supervisor.instance")
 SHUTDOWN = "shutdown"  # a lifetime ended by Pool.stop: not a restart
 
 
-class InstanceState(str, Enum):
-    STARTING = "starting"
-    READY = "ready"
-    BUSY = "busy"
-    DRAINING = "draining"
-    RESTARTING = "restarting"
-    FAILED = "failed"
-    STOPPED = "stopped"
-
-
 @dataclass(frozen=True)
 class InstanceSnapshot:
     """What an instance looks like right now (for status pages, metrics and ``on_change``)."""
 
     name: str
-    state: str
+    state: InstanceState
     url: str
     pid: int | None
     rss_mb: float | None
@@ -142,7 +132,7 @@ class Instance:
 
     def snapshot(self) -> InstanceSnapshot:
         return InstanceSnapshot(
-            name=self.name, state=self.state.value, url=self.url, pid=self.pid,
+            name=self.name, state=self.state, url=self.url, pid=self.pid,
             rss_mb=None if self.rss_mb is None else round(self.rss_mb, 1),
             device_mem_mb=None if self.device_mem_mb is None else round(self.device_mem_mb, 1),
             jobs_run=self.jobs_run, restarts=dict(self.restarts),

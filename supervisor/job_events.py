@@ -14,6 +14,8 @@ from typing import Any, Iterator
 
 from cak.events import ComfyEvent
 
+from .states import JobState
+
 LISTENER_QUEUE = 256
 
 
@@ -52,7 +54,7 @@ class JobEvents:
     def state(self, job_id: str, state: str, **details: Any) -> None:
         """A state change; a final state also ends the job's progress record."""
         self.publish(job_id, {"type": "state", "state": state, **details})
-        if state != "running":
+        if state != JobState.RUNNING:
             self._progress.pop(job_id, None)
 
     @contextmanager

@@ -23,10 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from .states import TERMINAL_STATES, JobState
+
+# Short names for the members, as the queries below use them.
 QUEUED, RUNNING, SUCCEEDED, FAILED, REJECTED, CANCELLED = (
-    "queued", "running", "succeeded", "failed", "rejected", "cancelled")
-STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, REJECTED, CANCELLED)
-TERMINAL_STATES = frozenset({SUCCEEDED, FAILED, REJECTED, CANCELLED})
+    JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.REJECTED,
+    JobState.CANCELLED)
+STATES = tuple(JobState)
+__all__ = ["STATES", "TERMINAL_STATES", "JobState"]  # re-exported for the API and the dispatcher
 
 # Attempt reasons that say nothing about the job itself: they do not use up its attempts.
 SUPERVISOR_RESTART = "supervisor_restart"

@@ -14,9 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .job_store import STATES
+from .states import InstanceState, JobState
 
-INSTANCE_STATES = ("starting", "ready", "busy", "restarting", "draining", "stopped", "failed")
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 
 
@@ -36,9 +35,9 @@ class ServiceMetrics:
         self.registry.register(_PoolCollector(snapshot))
 
     def set_job_counts(self, counts: dict[str, int]) -> None:
-        for state in STATES:
+        for state in JobState:
             self.jobs.labels(state).set(counts.get(state, 0))
-        self.queue_depth.set(counts.get("queued", 0))
+        self.queue_depth.set(counts.get(JobState.QUEUED, 0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -62,7 +61,7 @@ class _PoolCollector(Collector):
                                        labels=["instance", "reason"])
         for snap in self.snapshot():
             current = snap.state
-            for name in sorted({*INSTANCE_STATES, current}):
+            for name in InstanceState:  # every state, 1 for the current one: alerts match these names
                 state.add_metric([snap.name, name], 1.0 if name == current else 0.0)
             if snap.rss_mb is not None:
                 rss.add_metric([snap.name], snap.rss_mb * 1024 * 1024)

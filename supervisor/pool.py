@@ -21,8 +21,9 @@ from cak.errors import NotComfyUI, RunTimeout, ServerGone, ServerUnreachable
 from cak.events import ComfyEvent, RunResult
 from cak.install_state import load_state
 
+from .instance import Instance, InstanceSnapshot
 from .settings import Settings
-from .instance import Instance, InstanceSnapshot, InstanceState
+from .states import SERVING_STATES, InstanceState
 
 logger = logging.getLogger("supervisor.pool")
 
@@ -91,7 +92,7 @@ class Pool:
         """Until ``count`` instances serve (READY or BUSY); ``TimeoutError`` or ``PoolUnavailable``."""
         async def serving() -> None:
             while True:
-                up = sum(i.state in (InstanceState.READY, InstanceState.BUSY)
+                up = sum(i.state in SERVING_STATES
                          for i in self.instances.values())
                 if up >= count:
                     return

@@ -23,9 +23,9 @@ from .api import create_app
 from .command import supervisor_command
 from .http_protocol import ApiRunner
 from .job_request import FieldError
-from .job_store import TERMINAL_STATES
 from .service import JobService
 from .settings import ConfigError, load_settings
+from .states import TERMINAL_STATES, JobState
 
 log = logging.getLogger("supervisor")
 
@@ -149,7 +149,7 @@ async def _demo_first_job(service: JobService, url: str) -> None:
                 last_percent = percent
             elif event["type"] == "state":
                 say(f"demo: {event['state']}")
-    if current is not None and current.state == "succeeded":
+    if current is not None and current.state == JobState.SUCCEEDED:
         for relative in current.images:
             say(f"demo: image saved at {service.store.image_path(relative)}")
     elif current is not None:

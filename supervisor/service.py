@@ -24,6 +24,7 @@ from .job_store import QUEUED, REJECTED, Job, JobStore
 from .metrics import ServiceMetrics
 from .pool import Pool
 from .settings import Settings
+from .states import SERVING_STATES
 from .workflow_catalog import WorkflowCatalog
 
 log = logging.getLogger("supervisor.service")
@@ -101,7 +102,7 @@ class JobService:
             log.error("%s failed: %s", task.get_name(), task.exception())
 
     def ready_instances(self) -> int:
-        return sum(1 for snap in self.pool.snapshot() if snap.state in ("ready", "busy"))
+        return sum(1 for snap in self.pool.snapshot() if snap.state in SERVING_STATES)
 
     async def submit(self, body: Any, idempotency_key: str | None = None) -> Submitted:
         """Check and queue one request; ``FieldError`` for a bad field, ``ServiceUnavailable``."""

@@ -17,8 +17,9 @@ import yaml
 
 from cak.comfy_process import free_port
 from cak.install_state import REPO_ROOT
+from supervisor.states import SERVING_STATES, TERMINAL_STATES, JobState
 
-FINAL_STATES = {"succeeded", "failed", "rejected", "cancelled"}
+FINAL_STATES = TERMINAL_STATES
 # A job that samples long enough (~11 s on an idle 2-core machine, 100 steps at 768²) for a test to
 # act while it runs: kill, cancel. Smaller jobs finished between two polls when CI was idle.
 SLOW_JOB = {"width": 768, "height": 768, "steps": 100}
@@ -67,7 +68,7 @@ class SupervisorProcess:
             try:
                 instances = self.get("/v1/instances")["instances"]
                 self.comfy_pids |= {i["pid"] for i in instances if i["pid"]}
-                if sum(i["state"] in ("ready", "busy") for i in instances) >= count:
+                if sum(i["state"] in SERVING_STATES for i in instances) >= count:
                     return
             except (urllib.error.URLError, ConnectionError):
                 pass
@@ -165,8 +166,8 @@ class SupervisorProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.get(f"/v1/jobs/{job_id}")
-            if job["state"] == "running" and job["progress"] and job["progress"]["value"] > 0:
+            if job["state"] == JobState.RUNNING and job["progress"] and job["progress"]["value"] > 0:
                 return job
-            assert job["state"] in ("queued", "running"), job
+            assert job["state"] in (JobState.QUEUED, JobState.RUNNING), job
             time.sleep(0.2)
         raise TimeoutError(f"job {job_id} made no progress in {timeout} s:\n{self.log_tail()}")

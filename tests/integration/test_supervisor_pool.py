@@ -15,7 +15,10 @@ import urllib.request
 import pytest
 
 from cak.errors import PromptRejected
+from cak.install_state import REPO_ROOT
+from supervisor.metrics import ServiceMetrics
 from supervisor.pool import InstanceLost
+from supervisor.states import InstanceState
 from tests.comfy_graphs import cpu_graph
 from tests.supervisor_fixtures import (
     PoolHarness,
@@ -24,6 +27,7 @@ from tests.supervisor_fixtures import (
     fault_nodes_config,
     pool_config,
 )
+from tests.support.promql import alert_rules, evaluate, scrape_samples
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +99,16 @@ def test_crash_loop_backs_off_then_fails_while_others_serve(harness):
     delays = [float(m) for m in re.findall(r"restart \(crash\) in ([\d.]+) s", log)]
     assert delays == [0.2, 0.4, 0.8, 1.0]  # first restart at once, then doubling up to backoff_max_s
     assert len(_run_on(harness, "b", cpu_graph(seed=102)).images) == 1
+
+
+def test_shipped_alerts_fire_for_the_failed_instance_on_a_real_scrape(harness):
+    harness.wait_until("bad", lambda s: s.state == InstanceState.FAILED, what="FAILED")
+    metrics = ServiceMetrics(harness.pool.snapshot)
+    samples = scrape_samples(harness.run_sync(metrics.render).decode())
+    rules = alert_rules(REPO_ROOT / "deploy" / "prometheus" / "cute-animal-kids.rules.yml")
+    firing = evaluate(rules["CakInstanceFailed"], samples)
+    assert {dict(labels)["instance"] for labels in firing} == {"bad"}
+    assert evaluate(rules["CakNoInstanceServing"], samples) == {}  # a and b serve
 
 
 def test_sigkill_is_a_crash_and_the_instance_comes_back(harness):

@@ -1,0 +1,1 @@
+"""Shared test support code (harnesses, helpers) for tests/ and bench/."""
