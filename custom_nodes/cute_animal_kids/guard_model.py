@@ -98,7 +98,7 @@ def get_policy(directory: str | Path | None = None) -> GuardPolicy:
     return _policy_for(data_dir(directory).resolve())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _policy_for(folder: Path) -> GuardPolicy:
     return GuardPolicy.from_data(load_data_file(DATA_FILE, folder))
 
