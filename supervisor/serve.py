@@ -16,12 +16,14 @@ from typing import Any
 
 import yaml
 from aiohttp import web
+from cute_animal_kids.guard_model import GuardUnavailable
 
 from cak.install_state import REPO_ROOT, NotInstalledError
 
 from .api import create_app
 from .command import supervisor_command
 from .config import ConfigError, load_config
+from .guard_stage import load_guard
 from .http_protocol import ApiRunner
 from .job_request import FieldError
 from .job_store import TERMINAL_STATES
@@ -69,9 +71,16 @@ async def serve(config_path: Path | None, demo: bool = False, log_json: bool = F
     try:
         config = load_config(config_path, demo_overrides(config_path) if demo else None)
         settings = service_config(config, config_path.resolve().parent if config_path else REPO_ROOT)
-        service = JobService(config, settings)
+        guard = None
+        if settings.guard is not None:  # loaded before any ComfyUI starts: a bad path stops `up` here
+            print(f"loading the guard model from {settings.guard.model_path}...", flush=True)
+            guard = await asyncio.to_thread(load_guard, settings.guard.model_path, settings.guard.device)
+        service = JobService(config, settings, guard=guard)
     except (ConfigError, NotInstalledError) as exc:
         say(f"configuration problem:\n{exc}", error=True)
+        return 2
+    except GuardUnavailable as exc:
+        print(f"configuration problem:\nguard.model_path: {exc}", file=sys.stderr)
         return 2
     http = settings.http
     if not http.loopback and not http.token:

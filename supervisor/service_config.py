@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from cute_animal_kids.guard_model import CONTROVERSIAL_POLICIES
 
 from cak.install_state import REPO_ROOT
 
@@ -54,9 +56,21 @@ class JobsConfig:
 
 
 @dataclass(frozen=True)
+class GuardConfig:
+    """The Qwen3Guard stage (docs/safety.md); absent from the file: no guard."""
+
+    model_path: Path
+    device: str
+    timeout_s: float
+    controversial: str
+    max_concurrency: int
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     http: HttpConfig
     jobs: JobsConfig
+    guard: GuardConfig | None = None
 
 
 def service_config(config: SupervisorConfig, base_dir: Path | None = None) -> ServiceConfig:
@@ -98,9 +112,32 @@ def service_config(config: SupervisorConfig, base_dir: Path | None = None) -> Se
         drain_timeout_s=float(_integer(jobs, "drain_timeout_s", "jobs.", problems, 0, 86400)),
         keep_images_days=_integer(jobs, "keep_images_days", "jobs.", problems, 0, 36500),
     )
+    guard_config = _guard(config.raw_sections.get("guard", {}), defaults["guard"], base, problems)
     if problems:
         raise ConfigError(problems)
-    return ServiceConfig(http=http_config, jobs=jobs_config)
+    return ServiceConfig(http=http_config, jobs=jobs_config, guard=guard_config)
+
+
+def _guard(section: dict[str, Any], defaults: dict[str, Any], base: Path, problems: list[str]) -> GuardConfig | None:
+    if not section:
+        return None
+    guard = merge(defaults, section)
+    _known(guard, defaults, "guard.", problems)
+    model_path = _path(guard["model_path"], base, Path(), "guard.model_path", problems)
+    if guard["model_path"] is None:
+        problems.append("guard.model_path: required (the Qwen3Guard-Gen checkpoint folder)")
+    device = guard["device"]
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(?::\d+)?", device):
+        problems.append("guard.device: must be cpu, cuda or cuda:N")
+    timeout = guard["timeout_s"]
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0.1 <= timeout <= 600:
+        problems.append("guard.timeout_s: must be a number 0.1-600")
+        timeout = 1.0
+    if guard["controversial"] not in CONTROVERSIAL_POLICIES:
+        problems.append(f"guard.controversial: must be one of {', '.join(CONTROVERSIAL_POLICIES)}")
+    return GuardConfig(model_path=model_path, device=str(device), timeout_s=float(timeout),
+                       controversial=str(guard["controversial"]),
+                       max_concurrency=_integer(guard, "max_concurrency", "guard.", problems, 1, 64))
 
 
 def _known(data: dict[str, Any], defaults: dict[str, Any], prefix: str, problems: list[str]) -> None:

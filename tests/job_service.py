@@ -28,7 +28,8 @@ class SupervisorProcess:
     """One supervisor process with its own config, output root, database and port."""
 
     def __init__(self, base_dir: Path, *, instances: int = 1, token: str | None = None,
-                 jobs: dict[str, Any] | None = None, health: dict[str, Any] | None = None) -> None:
+                 jobs: dict[str, Any] | None = None, health: dict[str, Any] | None = None,
+                 guard: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> None:
         self.base_dir = base_dir
         self.port = free_port()
         self.token = token
@@ -43,6 +44,9 @@ class SupervisorProcess:
         }
         if health:
             config["health"] = health
+        if guard:
+            config["guard"] = guard
+        self.extra_env = env or {}
         base_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(config))
         self.popen: subprocess.Popen[bytes] | None = None
@@ -52,6 +56,7 @@ class SupervisorProcess:
 
     def start(self, ready: int = 1, timeout: float = 300.0) -> "SupervisorProcess":
         env = {k: v for k, v in os.environ.items() if k not in ("CAK_SUPERVISOR_TOKEN", "CAK_SUPERVISOR_URL")}
+        env.update(self.extra_env)
         log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "up", "--config", str(self.config_path), "--log-json"],

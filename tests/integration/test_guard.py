@@ -22,7 +22,7 @@ from cute_animal_kids.guard_model import (
     unload_shared,
 )
 
-from runner.install_state import MODELS_DIR
+from cak.install_state import MODELS_DIR
 from tests.comfy_graphs import cpu_graph
 from tests.comfy_server import PromptFailed
 
