@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cute_animal_kids.guard_model import CONTROVERSIAL_POLICIES
 
 from cak.install_state import REPO_ROOT
 
@@ -121,6 +120,8 @@ def service_config(config: SupervisorConfig, base_dir: Path | None = None) -> Se
 def _guard(section: dict[str, Any], defaults: dict[str, Any], base: Path, problems: list[str]) -> GuardConfig | None:
     if not section:
         return None
+    from cute_animal_kids.guard_model import CONTROVERSIAL_POLICIES  # the pack, only with a guard
+
     guard = merge(defaults, section)
     _known(guard, defaults, "guard.", problems)
     model_path = _path(guard["model_path"], base, Path(), "guard.model_path", problems)
