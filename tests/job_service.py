@@ -18,6 +18,7 @@ import yaml
 from cak.comfy_process import free_port
 from cak.install_state import REPO_ROOT
 
+PACK_PARENT = REPO_ROOT / "custom_nodes"
 FINAL_STATES = {"succeeded", "failed", "rejected", "cancelled"}
 # A job that samples long enough (~11 s on an idle 2-core machine, 100 steps at 768²) for a test to
 # act while it runs: kill, cancel. Smaller jobs finished between two polls when CI was idle.
@@ -56,6 +57,8 @@ class SupervisorProcess:
 
     def start(self, ready: int = 1, timeout: float = 300.0) -> "SupervisorProcess":
         env = {k: v for k, v in os.environ.items() if k not in ("CAK_SUPERVISOR_TOKEN", "CAK_SUPERVISOR_URL")}
+        # This checkout's pack first: a venv shared between checkouts has one .pth naming only one.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACK_PARENT), env.get("PYTHONPATH")]))
         env.update(self.extra_env)
         log = self.log_path.open("ab")
         self.popen = subprocess.Popen(

@@ -17,11 +17,11 @@ import yaml
 from cute_animal_kids.pack_data import DATA_DIR, DATA_DIR_ENV
 
 from cak.install_state import MODELS_DIR, REPO_ROOT
-from tests.job_service import SupervisorProcess
+from tests.job_service import PACK_PARENT, SupervisorProcess
 
 TINY = MODELS_DIR / "guard" / "cak_tiny_qwen3guard"
 # This checkout's pack, whatever the environment's .pth file points at (a shared venv may name another).
-PACK_ENV = {"PYTHONPATH": str(REPO_ROOT / "custom_nodes")}
+PACK_ENV = {"PYTHONPATH": str(PACK_PARENT)}
 
 
 def _up(config: dict, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -57,7 +57,7 @@ def slow_guard_service(tmp_path_factory: pytest.TempPathFactory):
     policy["max_new_tokens"] = 512  # ~20 s of generation on this machine: beyond the time-out
     (data / "guard.yaml").write_text(yaml.safe_dump(policy, allow_unicode=True))
     service = SupervisorProcess(base, guard={"model_path": str(TINY), "timeout_s": 5},
-                                env={DATA_DIR_ENV: str(data), **PACK_ENV})
+                                env={DATA_DIR_ENV: str(data)})
     try:
         service.start(ready=0)
         deadline = time.monotonic() + 120
