@@ -87,7 +87,7 @@ def test_free_memory_unloads_shared_guard_models():
 def _guarded_graph(description: str, prefix: str, seed: int) -> dict:
     """The CPU graph with composer -> Kids Guard feeding the positive encoder."""
     graph = cpu_graph(seed=seed, prefix=prefix)
-    graph["20"] = {"class_type": "CuteAnimalPrompt", "inputs": {"description": description, "style": "watercolor"}}
+    graph["20"] = {"class_type": "CAK_CuteAnimalPrompt", "inputs": {"description": description, "style": "watercolor"}}
     graph["22"] = {"class_type": "CAK_KidsGuard", "inputs": {
         "text": ["20", 0], "model": TINY.name, "controversial": "refuse", "device": "cpu"}}
     graph["5"]["inputs"]["text"] = ["22", 0]
