@@ -24,12 +24,18 @@ from .job_request import parse_job_request
 from .job_store import QUEUED, REJECTED, Job, JobStore
 from .metrics import ServiceMetrics
 from .pool import Pool
-from .service_config import ServiceConfig
+from .service_config import JobsConfig, ServiceConfig
 from .workflow_catalog import WorkflowCatalog
 
 log = logging.getLogger("supervisor.service")
 RETENTION_INTERVAL_S = 3600.0
 
+
+
+def prequeue_decision(text: str, jobs: JobsConfig) -> TextSafetyDecision:
+    """The text gate's decision before a job is queued (the workflow's KidsTextSafety node makes
+    the same call, with its ``strict`` option set like ``jobs.strict_text_gate``)."""
+    return check_text(text, strict=jobs.strict_text_gate)
 
 class ServiceUnavailable(Exception):
     """The service takes no new jobs right now (shutting down, or the queue is full)."""
@@ -113,7 +119,7 @@ class JobService:
         request = parse_job_request(body, max_prompt_chars=jobs.max_prompt_chars,
                                     allow_graphs=jobs.allow_graphs, default_workflow=jobs.default_workflow)
         for text in request.texts():
-            decision = check_text(text)
+            decision = prequeue_decision(text, jobs)
             if not decision.safe:
                 category = decision.category or "unspecified"
                 job, created = await self.store.submit(

@@ -17,6 +17,7 @@ from typing import Any
 
 import Stemmer as _snowball
 
+from .pack_data import require_mapping, require_string_list
 from .text_normalizer import NormalizedText, TextNormalizer
 
 _EN_WORD = re.compile(r"[a-z]+")
@@ -47,10 +48,16 @@ class StrictVocabulary:
 
     def __init__(self, data: Mapping[str, Any], normalizer: TextNormalizer) -> None:
         self._stemmer = _snowball.Stemmer("english")
-        en = [normalizer.fold_term(w) for group in data.get("en", {}).values() for w in group]
+        file = "text_safety/strict_vocabulary.yaml"
+        groups = {
+            lang: {name: require_string_list(words, file, f"strict_vocabulary.{lang}.{name}", unique=False)
+                   for name, words in require_mapping(data.get(lang, {}), file, f"strict_vocabulary.{lang}").items()}
+            for lang in ("en", "zh")
+        }
+        en = [normalizer.fold_term(w) for group in groups["en"].values() for w in group]
         self._en = frozenset(self._stemmer.stemWords([w for phrase in en for w in phrase.split()]))
         self._en_exact = frozenset(w for phrase in en for w in phrase.split())
-        self._zh = frozenset(normalizer.fold_term(w) for group in data.get("zh", {}).values() for w in group)
+        self._zh = frozenset(normalizer.fold_term(w) for group in groups["zh"].values() for w in group)
 
     def _known_zh(self, word: str) -> bool:
         """A vocabulary word, or a run that splits completely into vocabulary words (longest first)."""
