@@ -65,6 +65,14 @@ _LATIN_TERM = re.compile(r"[a-z0-9]+(?:[ \-'.][a-z0-9]+)*")
 """Shape of an English term after folding: letters/digits, single spaces, hyphens, apostrophes."""
 
 
+_SHORT_SPLIT = re.compile(
+    r"(?<![a-z])[a-z]{1,2}([.\-]+)(?=[a-z])"        # "g.un", "ki-ll": a short piece before a dot/dash
+    r"|(?<=[a-z])([.\-]+)[a-z]{1,2}(?![a-z])"       # "gu.n"
+    r"|(?<=[a-z]{2})( )[b-hj-z](?![a-z])"            # "gu n": a lone letter (not "a"/"i") after a word
+    r"|(?<!\S)[b-hj-z]( )(?=[a-z]{2})"                # "k ill"
+)
+"""Dots, dashes or a space splitting a short word: the short-word view joins them up."""
+
 _MASKS = "*#_"
 """Characters that hide a letter inside a word ("k*ll")."""
 _MIN_MASKED_TERM = 3
@@ -91,10 +99,12 @@ class NormalizedText:
     base: View
     spaced: tuple[View, ...]
     joined: View | None
+    short: View | None = None
+    """The base with separators inside short words dropped ("g.un", "gu n"), when there are any."""
 
     @property
     def latin_views(self) -> tuple[View, ...]:
-        return (self.base, *self.spaced)
+        return (self.base, *self.spaced) if self.short is None else (self.base, *self.spaced, self.short)
 
 
 class TextNormalizer:
@@ -218,8 +228,9 @@ class TextNormalizer:
                     view = self._join_runs(base, runs, keep_symbols, split_leading)
                     if view.text != base.text and all(view.text != other.text for other in spaced):
                         spaced.append(view)
+        short = self._join_short_splits(base)
         joined = None if base.text.isascii() else self._join_all(base)
-        return NormalizedText(base, tuple(spaced), joined)
+        return NormalizedText(base, tuple(spaced), joined, short)
 
     def _join_runs(self, base: View, runs: list[re.Match[str]], keep_symbols: bool,
                    split_leading: bool) -> View:
@@ -249,6 +260,18 @@ class TextNormalizer:
         chars.append(text[position:])
         origin.extend(base.origin[position:])
         return View("".join(chars), origin)
+
+    def _join_short_splits(self, base: View) -> View | None:
+        """Drop the separators that split a short word ("g.un", "gu n" -> "gun"), or None."""
+        drop: set[int] = set()
+        for match in _SHORT_SPLIT.finditer(base.text):
+            for group in range(1, 5):
+                if match.group(group) is not None:
+                    drop.update(range(match.start(group), match.end(group)))
+        if not drop:
+            return None
+        keep = [i for i in range(len(base.text)) if i not in drop]
+        return View("".join(base.text[i] for i in keep), [base.origin[i] for i in keep])
 
     def _join_all(self, base: View) -> View:
         """Drop every separator, so "血 腥" and "血.腥" read "血腥"."""
