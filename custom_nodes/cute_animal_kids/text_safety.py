@@ -59,6 +59,8 @@ EMPTY = "empty"
 """Category of a text with nothing left after normalisation (the API answers 422 for it)."""
 UNKNOWN_WORD = "unknown_word"
 """Category of strict mode: a content word outside the kid-safe vocabulary."""
+_PINYIN_WORD = re.compile(r"(?<![a-z])[a-z]+[1-5]?(?![a-z])")
+_MAX_PINYIN_WORDS = 4
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CATEGORY_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
@@ -136,6 +138,8 @@ class TextSafetyChecker:
         self._severity = {name: rank for rank, name in enumerate(self.categories)}
 
         self._pinyin_ignore = frozenset(extra_sections.get("pinyin", {}).get("ignore", []))
+        self._pinyin: dict[str, int] = {}
+        """Tone-less reading ("zisha") -> rule of the Chinese term."""
         rules: list[_Rule] = []
         branches: dict[str, list[tuple[int, str]]] = {language: [] for language in LANGUAGES}
         for name, entry in categories.items():
@@ -160,10 +164,7 @@ class TextSafetyChecker:
                         # Pinyin of a multi-syllable Chinese term is one more English alternative
                         # of the same rule: "zisha", "zi sha", "zi-sha" all read 自杀.
                         for key in pinyin_keys(self._normalizer.fold_term(term), self._pinyin_ignore):
-                            group = f"r{len(rules)}"
-                            pattern = self._normalizer.latin_pattern(key, group=group, boundaries=False)
-                            branches["en"].append((len(key), pattern))
-                            rules.append(_Rule(name, "en", term))
+                            self._pinyin.setdefault(key.replace(" ", ""), len(rules) - 1)
         self._rules = tuple(rules)
         self._stemmer = Stemmer(
             (rule.term, index) for index, rule in enumerate(rules) if rule.language == "en"
@@ -227,6 +228,7 @@ class TextSafetyChecker:
         for view in views.latin_views:
             hits.extend(self._scan(view, self._latin, "en"))
             hits.extend(self._stem_hits(view))
+        hits.extend(self._pinyin_hits(views.base))
         if views.joined is not None:
             hits.extend(self._scan(views.joined, self._cjk, "zh"))
             recomposed = self._split.recompose(views.joined)
@@ -264,6 +266,20 @@ class TextSafetyChecker:
         allowed = self._allowed_spans(view.text, "en")
         return [_Hit(rule, view.origin[start], view.origin[end - 1] + 1) for rule, start, end in found
                 if not any(a <= start and end <= b for a, b in allowed)]
+
+    def _pinyin_hits(self, view: View) -> list[_Hit]:
+        """Runs of 1-4 Latin words that spell a Chinese term's reading ("zisha", "zi sha", "zi4 sha1")."""
+        words = [(m.start(), m.end(), m.group().rstrip("12345")) for m in _PINYIN_WORD.finditer(view.text)]
+        found = []
+        for i in range(len(words)):
+            key = ""
+            for j in range(i, min(i + _MAX_PINYIN_WORDS, len(words))):
+                key += words[j][2]
+                rule = self._pinyin.get(key)
+                if rule is not None:
+                    found.append(_Hit(rule, view.origin[words[i][0]], view.origin[words[j][1] - 1] + 1))
+                    break
+        return found
 
     def _strict_check(self, views: Any, text: str) -> TextSafetyDecision:
         if self._strict is None:
