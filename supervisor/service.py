@@ -30,11 +30,18 @@ from .job_request import parse_job_request
 from .job_store import QUEUED, REJECTED, Job, JobStore
 from .metrics import ServiceMetrics
 from .pool import Pool
-from .service_config import ServiceConfig
+from .service_config import JobsConfig, ServiceConfig
 from .workflow_catalog import WorkflowCatalog
 
 log = logging.getLogger("supervisor.service")
 RETENTION_INTERVAL_S = 3600.0
+
+
+
+def prequeue_decision(text: str, jobs: JobsConfig) -> TextSafetyDecision:
+    """The text gate's decision before a job is queued (the workflow's KidsTextSafety node makes
+    the same call, with its ``strict`` option set like ``jobs.strict_text_gate``)."""
+    return check_text(text, strict=jobs.strict_text_gate)
 
 
 class ServiceUnavailable(Exception):
@@ -128,7 +135,7 @@ class JobService:
         exact), then the guard on each text the lexicon passed."""
         texts = list(texts)
         for text in texts:
-            decision = check_text(text)
+            decision = prequeue_decision(text, self.settings.jobs)
             if not decision.safe:
                 return "lexicon", decision
         if self.guard is not None:

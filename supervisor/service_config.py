@@ -49,6 +49,7 @@ class JobsConfig:
     max_prompt_chars: int
     default_workflow: str
     allow_graphs: bool
+    strict_text_gate: bool
     max_queue: int
     drain_timeout_s: float
     keep_images_days: int = 30
@@ -99,6 +100,9 @@ def service_config(config: SupervisorConfig, base_dir: Path | None = None) -> Se
     allow_graphs = jobs["allow_graphs"]
     if not isinstance(allow_graphs, bool):
         problems.append("jobs.allow_graphs: must be true or false")
+    strict_text_gate = jobs["strict_text_gate"]
+    if not isinstance(strict_text_gate, bool):
+        problems.append("jobs.strict_text_gate: must be true or false")
     jobs_config = JobsConfig(
         db_path=_path(jobs["db_path"], base, config.output_root / "jobs.sqlite3", "jobs.db_path", problems),
         images_dir=_path(jobs["images_dir"], base, config.output_root / "job-images", "jobs.images_dir",
@@ -107,6 +111,7 @@ def service_config(config: SupervisorConfig, base_dir: Path | None = None) -> Se
         max_prompt_chars=_integer(jobs, "max_prompt_chars", "jobs.", problems, 1, 100_000),
         default_workflow=_string(jobs, "default_workflow", "jobs.", problems),
         allow_graphs=bool(allow_graphs),
+        strict_text_gate=bool(strict_text_gate),
         max_queue=_integer(jobs, "max_queue", "jobs.", problems, 1, 10_000_000),
         drain_timeout_s=float(_integer(jobs, "drain_timeout_s", "jobs.", problems, 0, 86400)),
         keep_images_days=_integer(jobs, "keep_images_days", "jobs.", problems, 0, 36500),

@@ -203,14 +203,14 @@ def test_report_never_contains_the_offending_words(text: str) -> None:
     report = check_text(text).to_json()
     parsed = json.loads(report)
     assert parsed["safe"] is False
-    assert set(parsed) == {"safe", "category", "categories", "matched_rule_count", "redacted"}
+    assert set(parsed) == {"safe", "category", "categories", "matched_rule_count", "redacted", "empty"}
     for word in ("gun", "s3xy", "枪", "g o r e"):
         assert word not in report
 
 
 def test_safe_report() -> None:
     parsed = json.loads(check_text("一只戴帽子的小熊").to_json())
-    assert parsed == {"safe": True, "category": None, "categories": [], "matched_rule_count": 0,
+    assert parsed == {"safe": True, "category": None, "categories": [], "matched_rule_count": 0, "empty": False,
                       "redacted": "一只戴帽子的小熊"}
 
 
