@@ -33,6 +33,9 @@ class ServiceMetrics:
         self.safety_rejections = Counter(
             "cak_safety_rejections", "Requests refused by a safety check, by where and category",
             ["stage", "category"], registry=self.registry)
+        self.webhook_deliveries = Counter(
+            "cak_webhook_deliveries", "Webhook tries, by outcome (delivered, retry, gone, failed)",
+            ["outcome"], registry=self.registry)
         self.registry.register(_PoolCollector(snapshot))
 
     def set_job_counts(self, counts: dict[str, int]) -> None:

@@ -25,6 +25,7 @@ from .job_store import QUEUED, REJECTED, Job, JobStore
 from .metrics import ServiceMetrics
 from .pool import Pool
 from .service_config import ServiceConfig
+from .webhook_delivery import WebhookSender
 from .workflow_catalog import WorkflowCatalog
 
 log = logging.getLogger("supervisor.service")
@@ -53,6 +54,7 @@ class JobService:
         self.catalog = WorkflowCatalog({}, service.jobs.allow_graphs)
         self.dispatcher = Dispatcher(self.pool, self.store, self.catalog, self.events, self.metrics,
                                      max_attempts=service.jobs.max_attempts)
+        self.webhooks = WebhookSender(self.store, service.webhooks, self.metrics)
         self.accepting = False
         self._refusal = "starting"  # why no job is taken while ``accepting`` is False
         self._background: set[asyncio.Task[Any]] = set()
@@ -62,6 +64,7 @@ class JobService:
         recovered = await self.store.open()
         if recovered:
             log.warning("requeued %d job(s) left running by the previous supervisor", recovered)
+        self.webhooks.start()  # pending deliveries go out while the instances start
         self.catalog.workflows = (await asyncio.to_thread(
             WorkflowCatalog.load, WORKFLOWS_DIR, self.settings.jobs.allow_graphs)).workflows
         await asyncio.to_thread(get_checker)  # loads the word lists once, off the event loop
@@ -89,6 +92,7 @@ class JobService:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.pool.stop()
+        await self.webhooks.stop()
         await self.store.close()
 
     def in_background(self, coro: Any, name: str) -> None:
@@ -111,7 +115,8 @@ class JobService:
             raise ServiceUnavailable(f"the service is {self._refusal} and takes no new jobs")
         jobs = self.settings.jobs
         request = parse_job_request(body, max_prompt_chars=jobs.max_prompt_chars,
-                                    allow_graphs=jobs.allow_graphs, default_workflow=jobs.default_workflow)
+                                    allow_graphs=jobs.allow_graphs, default_workflow=jobs.default_workflow,
+                                    webhook_policy=self.settings.webhooks.policy)
         for text in request.texts():
             decision = check_text(text)
             if not decision.safe:
