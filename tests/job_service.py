@@ -28,7 +28,8 @@ class SupervisorProcess:
     """One supervisor process with its own config, output root, database and port."""
 
     def __init__(self, base_dir: Path, *, instances: int = 1, token: str | None = None,
-                 jobs: dict[str, Any] | None = None, health: dict[str, Any] | None = None) -> None:
+                 jobs: dict[str, Any] | None = None, health: dict[str, Any] | None = None,
+                 webhooks: dict[str, Any] | None = None) -> None:
         self.base_dir = base_dir
         self.port = free_port()
         self.token = token
@@ -43,6 +44,8 @@ class SupervisorProcess:
         }
         if health:
             config["health"] = health
+        if webhooks:
+            config["webhooks"] = webhooks
         base_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(config))
         self.popen: subprocess.Popen[bytes] | None = None
@@ -51,7 +54,8 @@ class SupervisorProcess:
     # ------------------------------------------------------------------ process
 
     def start(self, ready: int = 1, timeout: float = 300.0) -> "SupervisorProcess":
-        env = {k: v for k, v in os.environ.items() if k not in ("CAK_SUPERVISOR_TOKEN", "CAK_SUPERVISOR_URL")}
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("CAK_SUPERVISOR_TOKEN", "CAK_SUPERVISOR_URL", "CAK_WEBHOOK_SECRET")}
         log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "up", "--config", str(self.config_path), "--log-json"],
