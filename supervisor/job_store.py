@@ -255,7 +255,8 @@ class JobStore:
         """Up to ``limit`` pending deliveries that are due and not leased, leased to ``owner``.
 
         A lease keeps other senders (another host on a shared database) off the row while one
-        tries it; a sender that dies leaves a lease that simply runs out.
+        tries it; a sender that dies leaves a lease that simply runs out. (A PostgreSQL store does
+        the same in one ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING *``.)
         """
         return await self._call(self._claim_webhooks, owner, lease_s, limit)
 

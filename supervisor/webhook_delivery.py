@@ -73,8 +73,7 @@ class WebhookSender:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        if self._signer is None:  # no secret: nothing was ever admitted (config requires one)
-            return
+        """Also without a secret: events left by an earlier config are then ended ``failed``."""
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(resolver=_PublicOnlyResolver(), limit=BATCH, use_dns_cache=False),
             timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s),
@@ -107,6 +106,8 @@ class WebhookSender:
         attempts = delivery.attempts + 1
         try:
             url = self.settings.policy.check(delivery.url)  # the allow-list may have shrunk since
+            if self._signer is None:  # (the config requires a secret once the list has an entry)
+                raise UrlRefused("no webhooks.secret to sign with")
         except UrlRefused as exc:
             await self._record(delivery, FAILED, None, f"no longer allowed: {exc}", where)
             return

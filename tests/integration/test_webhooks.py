@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import threading
 import time
@@ -44,7 +43,7 @@ class Receiver:
     hits: list[Hit] = field(default_factory=list)
     script: dict[str, list[int]] = field(default_factory=dict)  # path → statuses to answer, in turn
 
-    def start(self) -> "Receiver":
+    def start(self) -> Receiver:
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="receiver", daemon=True).start()
         asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
@@ -52,7 +51,7 @@ class Receiver:
 
     async def _start(self) -> None:
         app = web.Application()
-        app.router.add_post("/{tail:.*}", self._handle)
+        app.router.add_route("*", "/{tail:.*}", self._handle)  # a followed redirect may arrive as GET
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()

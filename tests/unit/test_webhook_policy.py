@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import random
 
 import pytest
 
+from supervisor.config import ConfigError, load_config
 from supervisor.job_request import FieldError, parse_job_request
+from supervisor.service_config import WEBHOOK_SECRET_ENV, service_config
 from supervisor.webhook_policy import (
     DELIVERED, FAILED, GONE, RETRY, UrlRefused, WebhookPolicy, backoff_s, delivery_addresses_allowed,
     outcome_of,
@@ -117,3 +120,36 @@ def test_backoff_doubles_is_capped_and_jittered():
         assert all(step / 2 <= d <= step for d in delays)
         assert max(delays) - min(delays) > step / 4  # really spread, not one value
     assert backoff_s(30, 2.0, 60.0, rng) <= 60.0
+
+
+# ---------------------------------------------------------------------- settings
+
+SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
+
+
+def _webhook_problems(section: dict) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        service_config(load_config(overrides={"webhooks": section}))
+    return info.value.problems
+
+
+def test_webhook_settings_default_to_off_and_every_mistake_names_its_key(monkeypatch):
+    monkeypatch.delenv(WEBHOOK_SECRET_ENV, raising=False)
+    defaults = service_config(load_config()).webhooks
+    assert defaults.policy.allow == () and defaults.secret is None
+    problems = _webhook_problems({"allow": ["https://u:p@api.example.com/", "https://api.example.com/hooks/"],
+                                  "secret": "not-a-secret", "max_attempts": 0, "timeout_s": "slow",
+                                  "inline_images": "yes", "colour": 1})
+    keys = sorted(problem.split(":")[0] for problem in problems)
+    assert keys == ["webhooks.allow[0]", "webhooks.colour", "webhooks.inline_images",
+                    "webhooks.max_attempts", "webhooks.secret (CAK_WEBHOOK_SECRET)", "webhooks.timeout_s"]
+    assert [p.split(":")[0] for p in _webhook_problems({"allow": ["https://api.example.com/hooks/"]})] == [
+        "webhooks.secret"]  # a list needs a secret to sign with
+
+
+def test_webhook_secret_from_the_environment_wins(monkeypatch):
+    monkeypatch.setenv(WEBHOOK_SECRET_ENV, SECRET)
+    settings = service_config(load_config(overrides={"webhooks": {
+        "allow": ["https://API.example.com/hooks/"], "secret": None, "backoff_base_s": 0.5}})).webhooks
+    assert settings.secret == SECRET and settings.backoff_base_s == 0.5
+    assert settings.policy.check("https://api.example.com/hooks/x") == "https://api.example.com/hooks/x"
