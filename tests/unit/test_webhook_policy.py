@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import ipaddress
 import random
+import socket
 
 import pytest
 
 from supervisor.config import ConfigError, load_config
 from supervisor.job_request import FieldError, parse_job_request
 from supervisor.service_config import WEBHOOK_SECRET_ENV, service_config
+from supervisor.webhook_delivery import _PublicOnlyResolver
 from supervisor.webhook_policy import (
     DELIVERED, FAILED, GONE, RETRY, UrlRefused, WebhookPolicy, backoff_s, delivery_addresses_allowed,
     outcome_of,
@@ -153,3 +157,18 @@ def test_webhook_secret_from_the_environment_wins(monkeypatch):
         "allow": ["https://API.example.com/hooks/"], "secret": None, "backoff_base_s": 0.5}})).webhooks
     assert settings.secret == SECRET and settings.backoff_base_s == 0.5
     assert settings.policy.check("https://api.example.com/hooks/x") == "https://api.example.com/hooks/x"
+
+
+def test_the_senders_resolver_refuses_a_name_that_points_inside():
+    """The check runs where the connection is made: the connector's resolver (real DNS/hosts file)."""
+    name = socket.gethostname()
+    addresses = {info[4][0] for info in socket.getaddrinfo(name, 80, type=socket.SOCK_STREAM)}
+    if all(ipaddress.ip_address(a.split("%")[0]).is_global for a in addresses):
+        pytest.skip(f"{name} resolves to public addresses here")
+
+    async def resolve(host: str) -> list:
+        return await _PublicOnlyResolver().resolve(host, 80)
+
+    with pytest.raises(OSError, match="internal address"):
+        asyncio.run(resolve(name))
+    assert asyncio.run(resolve("localhost"))
