@@ -42,6 +42,7 @@ from .webhook_policy import (
 log = logging.getLogger("supervisor.webhooks")
 
 BATCH = 16  # rows claimed per look at the outbox; more are taken at once when a batch is full
+MIN_PAUSE_S = 0.02  # never a busy loop, even when a row is due again at once
 USER_AGENT = "cute-animal-kids-webhooks/1"
 STATE_OF_OUTCOME = {DELIVERED: WEBHOOK_DELIVERED, GONE: WEBHOOK_GONE, FAILED: WEBHOOK_FAILED,
                     RETRY: WEBHOOK_PENDING}
@@ -99,7 +100,16 @@ class WebhookSender:
                 log.exception("webhook delivery failed; retrying in %.1f s", self.settings.poll_interval_s)
                 deliveries = []
             if len(deliveries) < BATCH:
-                await asyncio.sleep(self.settings.poll_interval_s)
+                await asyncio.sleep(await self._pause())
+
+    async def _pause(self) -> float:
+        """Until the next retry falls due, at most ``poll_interval_s`` (new events may come)."""
+        poll = self.settings.poll_interval_s
+        try:
+            due = await self.store.next_webhook_due()
+        except Exception:  # the next claim reports the problem
+            return poll
+        return poll if due is None else min(poll, max(MIN_PAUSE_S, due - time.time()))
 
     async def _deliver(self, delivery: WebhookDelivery) -> None:
         where = {"job_id": delivery.job_id}
