@@ -150,3 +150,24 @@ def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path):
     job, claimed = run(scenario())
     assert job.state == "queued" and job.webhook.state == WEBHOOK_WAITING
     assert [delivery.event for delivery in claimed] == ["job.cancelled"]
+
+
+def test_jobs_ended_by_recovery_or_by_lost_attempts_get_their_event_too(tmp_path):
+    async def scenario():
+        store = await opened(tmp_path)
+        lost, _ = await store.submit(REQUEST)
+        await store.claim_next("i0")
+        assert (await store.retry_or_fail(lost.id, 1, "crash", 1)).state == "failed"
+        cancelled, _ = await store.submit({**REQUEST, "seed": 9})
+        await store.claim_next("i0")
+        await store.cancel(cancelled.id)  # running: only requested ...
+        await store.close()
+        store = await opened(tmp_path)  # ... the supervisor died; the restart ends it
+        jobs = [await store.get(job.id) for job in (lost, cancelled)]
+        await store.close()
+        return jobs
+
+    lost, cancelled = run(scenario())
+    assert (lost.state, cancelled.state) == ("failed", "cancelled")
+    events = {row["job_id"]: row["event"] for row in outbox(tmp_path)}
+    assert events == {lost.id: "job.failed", cancelled.id: "job.cancelled"}
