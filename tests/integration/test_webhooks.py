@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from aiohttp import web
 from standardwebhooks import Webhook
 
 from runner.comfy_process import free_port
+from runner.install_state import REPO_ROOT
 from tests.job_service import SupervisorProcess
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
@@ -185,6 +188,19 @@ def test_a_rejected_prompts_event_has_the_category_and_not_the_words(setup):
     assert event["type"] == "job.rejected" and event["data"]["category"] == data["error"]["category"]
     body = hit.body.decode().lower()
     assert not any(word in body for word in ("gun", "blood", "bear")), body
+
+
+def test_cli_submit_with_webhook_delivers_it(setup):
+    supervisor, receiver, _ = setup
+    env = {**os.environ, "CAK_SUPERVISOR_URL": supervisor.url}
+    submit = subprocess.run(
+        [sys.executable, "-m", "supervisor", "submit", "a brave duck", "--width", "64", "--height", "64",
+         "--steps", "1", "--webhook", f"http://127.0.0.1:{receiver.port}/hooks/cli", "--wait",
+         "--out", str(supervisor.base_dir / "cli-out")],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert submit.returncode == 0, submit.stderr
+    (hit,) = wait_for(lambda: receiver.on("/hooks/cli"), "no webhook from the CLI's job")
+    assert verified(hit)["type"] == "job.succeeded"
 
 
 def test_receiver_down_and_supervisor_sigkilled_the_webhook_arrives_after_restart(setup):
