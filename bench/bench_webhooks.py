@@ -27,7 +27,7 @@ from standardwebhooks import Webhook
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runner.comfy_process import free_port  # noqa: E402
+from cak.comfy_process import free_port  # noqa: E402
 from supervisor.job_store import REJECTED, JobStore  # noqa: E402
 from supervisor.metrics import ServiceMetrics  # noqa: E402
 from supervisor.service_config import WebhooksConfig  # noqa: E402

@@ -21,8 +21,8 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from runner.comfy_process import free_port
-from runner.install_state import REPO_ROOT
+from cak.comfy_process import free_port
+from cak.install_state import REPO_ROOT
 from tests.job_service import SupervisorProcess
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
