@@ -7,8 +7,6 @@ file fails before any ComfyUI starts.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ import yaml
 from cak.install_state import REPO_ROOT
 
 from .config import ConfigError, SupervisorConfig, merge
-from .webhook_policy import UrlRefused, WebhookPolicy, parse_url
+from .webhook_policy import UrlRefused, WebhookPolicy, parse_url, valid_webhook_secret
 
 SERVICE_DEFAULTS_FILE = Path(__file__).with_name("service_defaults.yaml")
 TOKEN_ENV = "CAK_SUPERVISOR_TOKEN"
@@ -139,7 +137,7 @@ def _webhooks(data: dict[str, Any], problems: list[str]) -> WebhooksConfig:
             except UrlRefused as exc:
                 problems.append(f"webhooks.allow[{index}]: {exc}")
     secret = os.environ.get(WEBHOOK_SECRET_ENV) or data.get("secret")
-    if secret is not None and not _valid_secret(secret):
+    if secret is not None and not valid_webhook_secret(secret):
         problems.append(f"webhooks.secret ({WEBHOOK_SECRET_ENV}): must be 'whsec_' followed by "
                         "base64 of 24-64 bytes")
         secret = None
@@ -168,15 +166,6 @@ def _webhooks(data: dict[str, Any], problems: list[str]) -> WebhooksConfig:
         poll_interval_s=_number(data, "poll_interval_s", prefix, problems, 0.05, 60),
     )
 
-
-def _valid_secret(secret: Any) -> bool:
-    if not isinstance(secret, str) or not secret.startswith("whsec_"):
-        return False
-    try:
-        key = base64.b64decode(secret[len("whsec_"):], validate=True)
-    except (binascii.Error, ValueError):
-        return False
-    return 24 <= len(key) <= 64
 
 
 def _known(data: dict[str, Any], defaults: dict[str, Any], prefix: str, problems: list[str]) -> None:

@@ -10,6 +10,8 @@ connection is made, so a name cannot be re-pointed at an internal address after 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import random
 from dataclasses import dataclass
@@ -113,6 +115,17 @@ def delivery_addresses_allowed(host: str, addresses: list[str]) -> bool:
         if literal is None or address != literal:
             return False
     return True
+
+
+def valid_webhook_secret(secret: object) -> bool:
+    """A Standard Webhooks secret: ``whsec_`` + base64 of 24-64 bytes (the HMAC key)."""
+    if not isinstance(secret, str) or not secret.startswith("whsec_"):
+        return False
+    try:
+        key = base64.b64decode(secret[len("whsec_"):], validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return 24 <= len(key) <= 64
 
 
 # ---------------------------------------------------------------------- retries
