@@ -17,7 +17,7 @@ import yaml
 from cak.install_state import REPO_ROOT, load_state
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
-RAW_SECTIONS = ("http", "jobs", "guard")
+RAW_SECTIONS = ("http", "jobs", "guard", "webhooks")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MODEL_TYPES = (
     "checkpoints", "diffusion_models", "unet", "text_encoders", "clip", "vae", "loras", "clip_vision",

@@ -38,6 +38,9 @@ class ServiceMetrics:
         self.guard_latency = Histogram(
             "cak_guard_latency_seconds", "Time the guard stage took per text it judged (cache hits excluded)",
             buckets=GUARD_BUCKETS, registry=self.registry)
+        self.webhook_deliveries = Counter(
+            "cak_webhook_deliveries", "Webhook tries, by outcome (delivered, retry, gone, failed)",
+            ["outcome"], registry=self.registry)
         self.registry.register(_PoolCollector(snapshot))
 
     def set_job_counts(self, counts: dict[str, int]) -> None:

@@ -31,6 +31,7 @@ from .job_store import QUEUED, REJECTED, Job, JobStore
 from .metrics import ServiceMetrics
 from .pool import Pool
 from .service_config import JobsConfig, ServiceConfig
+from .webhook_delivery import WebhookSender
 from .workflow_catalog import WorkflowCatalog
 
 log = logging.getLogger("supervisor.service")
@@ -78,6 +79,7 @@ class JobService:
                                     max_concurrency=service.guard.max_concurrency,
                                     controversial=service.guard.controversial,
                                     latency=self.metrics.guard_latency)
+        self.webhooks = WebhookSender(self.store, service.webhooks, self.metrics)
         self.accepting = False
         self._refusal = "starting"  # why no job is taken while ``accepting`` is False
         self._background: set[asyncio.Task[Any]] = set()
@@ -87,6 +89,7 @@ class JobService:
         recovered = await self.store.open()
         if recovered:
             log.warning("requeued %d job(s) left running by the previous supervisor", recovered)
+        self.webhooks.start()  # pending deliveries go out while the instances start
         self.catalog.workflows = (await asyncio.to_thread(
             WorkflowCatalog.load, WORKFLOWS_DIR, self.settings.jobs.allow_graphs)).workflows
         await asyncio.to_thread(get_checker)  # loads the word lists once, off the event loop
@@ -116,6 +119,7 @@ class JobService:
         await self.pool.stop()
         if self.guard is not None:
             self.guard.close()
+        await self.webhooks.stop()
         await self.store.close()
 
     def in_background(self, coro: Any, name: str) -> None:
@@ -154,7 +158,8 @@ class JobService:
             raise ServiceUnavailable(f"the service is {self._refusal} and takes no new jobs")
         jobs = self.settings.jobs
         request = parse_job_request(body, max_prompt_chars=jobs.max_prompt_chars,
-                                    allow_graphs=jobs.allow_graphs, default_workflow=jobs.default_workflow)
+                                    allow_graphs=jobs.allow_graphs, default_workflow=jobs.default_workflow,
+                                    webhook_policy=self.settings.webhooks.policy)
         refused = await self._safety_check(request.texts())
         if refused is not None:
             stage, decision = refused

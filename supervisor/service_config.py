@@ -1,4 +1,4 @@
-"""Settings of the job service: the ``http`` and ``jobs`` sections, over ``service_defaults.yaml``.
+"""Settings of the job service: ``http``, ``jobs``, ``guard`` and ``webhooks``, over ``service_defaults.yaml``.
 
 ``supervisor.config`` validates the pool's settings and hands these two sections through as they
 are; this module checks them the same way (every problem names its key, ``ConfigError``) so a bad
@@ -19,9 +19,11 @@ import yaml
 from cak.install_state import REPO_ROOT
 
 from .config import ConfigError, SupervisorConfig, merge
+from .webhook_policy import UrlRefused, WebhookPolicy, parse_url, valid_webhook_secret
 
 SERVICE_DEFAULTS_FILE = Path(__file__).with_name("service_defaults.yaml")
 TOKEN_ENV = "CAK_SUPERVISOR_TOKEN"
+WEBHOOK_SECRET_ENV = "CAK_WEBHOOK_SECRET"
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,24 @@ class GuardConfig:
     timeout_s: float
     controversial: str
     max_concurrency: int
+class WebhooksConfig:
+    policy: WebhookPolicy
+    secret: str | None  # "whsec_..." (None only while no URL is allowed)
+    max_attempts: int
+    timeout_s: float
+    backoff_base_s: float
+    backoff_cap_s: float
+    inline_images: bool
+    inline_max_bytes: int
+    public_url: str | None
+    poll_interval_s: float
 
 
 @dataclass(frozen=True)
 class ServiceConfig:
     http: HttpConfig
     jobs: JobsConfig
+    webhooks: WebhooksConfig
     guard: GuardConfig | None = None
 
 
@@ -81,9 +95,11 @@ def service_config(config: SupervisorConfig, base_dir: Path | None = None) -> Se
     defaults = yaml.safe_load(SERVICE_DEFAULTS_FILE.read_text())
     http = merge(defaults["http"], config.raw_sections.get("http", {}))
     jobs = merge(defaults["jobs"], config.raw_sections.get("jobs", {}))
+    webhooks = merge(defaults["webhooks"], config.raw_sections.get("webhooks", {}))
     problems: list[str] = []
     _known(http, defaults["http"], "http.", problems)
     _known(jobs, defaults["jobs"], "jobs.", problems)
+    _known(webhooks, defaults["webhooks"], "webhooks.", problems)
     base = base_dir or REPO_ROOT
 
     token = os.environ.get(TOKEN_ENV) or http["token"]
@@ -117,9 +133,10 @@ def service_config(config: SupervisorConfig, base_dir: Path | None = None) -> Se
         keep_images_days=_integer(jobs, "keep_images_days", "jobs.", problems, 0, 36500),
     )
     guard_config = _guard(config.raw_sections.get("guard", {}), defaults["guard"], base, problems)
+    webhooks_config = _webhooks(webhooks, problems)
     if problems:
         raise ConfigError(problems)
-    return ServiceConfig(http=http_config, jobs=jobs_config, guard=guard_config)
+    return ServiceConfig(http=http_config, jobs=jobs_config, webhooks=webhooks_config, guard=guard_config)
 
 
 def _guard(section: dict[str, Any], defaults: dict[str, Any], base: Path, problems: list[str]) -> GuardConfig | None:
@@ -146,6 +163,51 @@ def _guard(section: dict[str, Any], defaults: dict[str, Any], base: Path, proble
                        max_concurrency=_integer(guard, "max_concurrency", "guard.", problems, 1, 64))
 
 
+def _webhooks(data: dict[str, Any], problems: list[str]) -> WebhooksConfig:
+    prefix = "webhooks."
+    allow = data.get("allow")
+    entries: list[str] = []
+    if not isinstance(allow, list):
+        problems.append("webhooks.allow: must be a list of URL prefixes")
+    else:
+        for index, entry in enumerate(allow):
+            try:
+                WebhookPolicy((entry,))
+                entries.append(entry)
+            except UrlRefused as exc:
+                problems.append(f"webhooks.allow[{index}]: {exc}")
+    secret = os.environ.get(WEBHOOK_SECRET_ENV) or data.get("secret")
+    if secret is not None and not valid_webhook_secret(secret):
+        problems.append(f"webhooks.secret ({WEBHOOK_SECRET_ENV}): must be 'whsec_' followed by "
+                        "base64 of 24-64 bytes")
+        secret = None
+    if entries and secret is None and not any(p.startswith("webhooks.secret") for p in problems):
+        problems.append(f"webhooks.secret: required when webhooks.allow lists URLs (or set {WEBHOOK_SECRET_ENV})")
+    public_url = data.get("public_url")
+    if public_url is not None:
+        try:
+            public_url = str(parse_url(public_url)).rstrip("/")
+        except UrlRefused as exc:
+            problems.append(f"webhooks.public_url: {exc}")
+            public_url = None
+    inline_images = data.get("inline_images")
+    if not isinstance(inline_images, bool):
+        problems.append("webhooks.inline_images: must be true or false")
+    return WebhooksConfig(
+        policy=WebhookPolicy(tuple(entries)),
+        secret=secret,
+        max_attempts=_integer(data, "max_attempts", prefix, problems, 1, 100),
+        timeout_s=_number(data, "timeout_s", prefix, problems, 0.1, 300),
+        backoff_base_s=_number(data, "backoff_base_s", prefix, problems, 0.01, 86400),
+        backoff_cap_s=_number(data, "backoff_cap_s", prefix, problems, 0.01, 7 * 86400),
+        inline_images=bool(inline_images),
+        inline_max_bytes=_integer(data, "inline_max_bytes", prefix, problems, 0, 64 << 20),
+        public_url=public_url,
+        poll_interval_s=_number(data, "poll_interval_s", prefix, problems, 0.05, 60),
+    )
+
+
+
 def _known(data: dict[str, Any], defaults: dict[str, Any], prefix: str, problems: list[str]) -> None:
     for key in data:
         if key not in defaults:
@@ -158,6 +220,15 @@ def _integer(data: dict[str, Any], key: str, prefix: str, problems: list[str], l
         problems.append(f"{prefix}{key}: must be an integer {low}-{high}")
         return low
     return value
+
+
+def _number(data: dict[str, Any], key: str, prefix: str, problems: list[str], low: float,
+            high: float) -> float:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        problems.append(f"{prefix}{key}: must be a number {low:g}-{high:g}")
+        return low
+    return float(value)
 
 
 def _string(data: dict[str, Any], key: str, prefix: str, problems: list[str]) -> str:

@@ -30,7 +30,8 @@ class SupervisorProcess:
 
     def __init__(self, base_dir: Path, *, instances: int = 1, token: str | None = None,
                  jobs: dict[str, Any] | None = None, health: dict[str, Any] | None = None,
-                 guard: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> None:
+                 guard: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+                 webhooks: dict[str, Any] | None = None) -> None:
         self.base_dir = base_dir
         self.port = free_port()
         self.token = token
@@ -48,6 +49,8 @@ class SupervisorProcess:
         if guard:
             config["guard"] = guard
         self.extra_env = env or {}
+        if webhooks:
+            config["webhooks"] = webhooks
         base_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(config))
         self.popen: subprocess.Popen[bytes] | None = None
@@ -56,7 +59,8 @@ class SupervisorProcess:
     # ------------------------------------------------------------------ process
 
     def start(self, ready: int = 1, timeout: float = 300.0) -> "SupervisorProcess":
-        env = {k: v for k, v in os.environ.items() if k not in ("CAK_SUPERVISOR_TOKEN", "CAK_SUPERVISOR_URL")}
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("CAK_SUPERVISOR_TOKEN", "CAK_SUPERVISOR_URL", "CAK_WEBHOOK_SECRET")}
         # This checkout's pack first: a venv shared between checkouts has one .pth naming only one.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACK_PARENT), env.get("PYTHONPATH")]))
         env.update(self.extra_env)

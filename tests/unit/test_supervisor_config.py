@@ -23,7 +23,7 @@ def test_defaults_are_valid_and_sensible():
     assert config.instances[0].port == 0 and config.instances[0].cuda_device is None
     assert config.output_root == REPO_ROOT / "var" / "supervisor"
     assert config.health.step_timeout_s > 0 and config.health.restart.max_restarts >= 1
-    assert config.raw_sections == {"http": {}, "jobs": {}, "guard": {}}
+    assert config.raw_sections == {"http": {}, "jobs": {}, "guard": {}, "webhooks": {}}
 
 
 def test_instance_count_and_list(tmp_path):
@@ -50,7 +50,8 @@ def test_instance_count_and_list(tmp_path):
     assert config.health.step_timeout_s == 30
     assert config.health.restart.max_restarts == 2
     assert config.health.restart.window_s == 600  # merged with the defaults, key by key
-    assert config.raw_sections == {"http": {"port": 9000}, "jobs": {"max_attempts": 5}, "guard": {}}
+    assert config.raw_sections == {"http": {"port": 9000}, "jobs": {"max_attempts": 5}, "guard": {},
+                                   "webhooks": {}}
     assert config.base_dir == tmp_path
 
 
