@@ -66,20 +66,20 @@ class DoorSockets:
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         """``GET /ws?clientId=``: ``status`` with ``sid`` first, then the backlog, then live events."""
-        socket = web.WebSocketResponse(heartbeat=30)
+        socket = web.WebSocketResponse(heartbeat=30, compress=False)
         await socket.prepare(request)
         sid = request.query.get("clientId") or uuid.uuid4().hex
         old = self.sockets.pop(sid, None)
         if old is not None:
             await old.close()
-        await socket.sendjson_frame({"type": "status", "data": {"status": await self.status(), "sid": sid}})
+        await socket.send_json({"type": "status", "data": {"status": await self.status(), "sid": sid}})
         for frame in self.backlog.pop(sid, ()):  # what was sent while the client was away
             await _send(socket, frame)
         self.sockets[sid] = socket
         try:
             async for message in socket:
                 if message.type == WSMsgType.TEXT and '"feature_flags"' in message.data:
-                    await socket.sendjson_frame({"type": "feature_flags", "data": {}})
+                    await socket.send_json({"type": "feature_flags", "data": {}})
         finally:
             if self.sockets.get(sid) is socket:
                 del self.sockets[sid]
