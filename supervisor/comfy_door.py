@@ -27,8 +27,8 @@ from typing import Any
 from aiohttp import web
 from cute_animal_kids.text_safety import check_text
 
-from runner.errors import UnsafeContent
-from runner.events import RunResult
+from cak.errors import UnsafeContent
+from cak.events import RunResult
 from runner.object_info import ObjectInfo
 
 from .comfy_door_config import DoorConfig

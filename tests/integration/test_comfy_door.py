@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
 import subprocess
 import sys
 import urllib.error
@@ -27,8 +26,8 @@ import websocket
 import yaml
 from PIL import Image
 
-from runner.comfy_process import free_port
-from runner.tiny_models import DIFFUSION_MODEL, TEXT_ENCODER, VAE
+from cak.comfy_process import free_port
+from cak.cpu_models import DIFFUSION_MODEL, TEXT_ENCODER, VAE
 from tests.job_service import SupervisorProcess
 
 pytestmark = pytest.mark.timeout(900)
@@ -93,7 +92,7 @@ def run_example(pool: SupervisorProcess, name: str, graph: dict[str, Any], tmp_p
     source = (EXAMPLES / name).read_text()
     source = source.replace("127.0.0.1:8188", pool.door)  # type: ignore[attr-defined]
     source, swapped = re.subn(r'prompt_text = """.*?"""', lambda _m: f"prompt_text = {json.dumps(json.dumps(graph))}",
-                              source, count=1, flags=re.S)
+                              source, count=1, flags=re.DOTALL)
     assert swapped == 1
     received = tmp_path / "received"
     received.mkdir()
@@ -134,7 +133,7 @@ def test_basic_example_queues_a_prompt_that_runs(pool: SupervisorProcess, tmp_pa
     before = set(door_call(pool, "GET", "/history")[1])
     source = (EXAMPLES / "basic_api_example.py").read_text().replace("127.0.0.1:8188", pool.door)  # type: ignore[attr-defined]
     source = re.sub(r'prompt_text = """.*?"""', lambda _m: f"prompt_text = {json.dumps(json.dumps(example_graph()))}",
-                    source, count=1, flags=re.S)
+                    source, count=1, flags=re.DOTALL)
     script = tmp_path / "basic.py"
     script.write_text(source)
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
