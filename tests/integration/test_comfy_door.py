@@ -100,7 +100,7 @@ def run_example(pool: SupervisorProcess, name: str, graph: dict[str, Any], tmp_p
                f"        open({str(received)!r} + f'/{{_node}}_{{_i}}.png', 'wb').write(_data)\n")
     script = tmp_path / name
     script.write_text(source)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return received
 
@@ -136,7 +136,7 @@ def test_basic_example_queues_a_prompt_that_runs(pool: SupervisorProcess, tmp_pa
                     source, count=1, flags=re.DOTALL)
     script = tmp_path / "basic.py"
     script.write_text(source)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     status, queue = door_call(pool, "GET", "/queue")
     assert status == 200 and set(queue) == {"queue_running", "queue_pending"}
@@ -249,3 +249,71 @@ def test_passed_through_routes(pool: SupervisorProcess) -> None:
     status, stats = door_call(pool, "GET", "/api/system_stats")
     assert status == 200 and "comfyui_version" in stats["system"]
     assert door_call(pool, "GET", "/prompt")[1]["exec_info"]["queue_remaining"] >= 0
+
+
+def _wait_state(pool: SupervisorProcess, job_id: str, states: set[str], timeout: float = 300) -> dict[str, Any]:
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = pool.get(f"/v1/jobs/{job_id}")
+        if job["state"] in states:
+            return job
+        time.sleep(0.3)
+    pytest.fail(f"job {job_id} never reached {states}")
+
+
+def test_interrupt_queue_delete_and_history_delete(pool: SupervisorProcess) -> None:
+    client = str(uuid.uuid4())
+    ws = _connect(pool, client)
+    slow, queued = str(uuid.uuid4()), str(uuid.uuid4())
+    graph = example_graph(seed=11)
+    graph["5"]["inputs"].update(width=768, height=768)
+    graph["3"]["inputs"]["steps"] = 100
+    assert door_call(pool, "POST", "/prompt", {"prompt": graph, "client_id": client, "prompt_id": slow})[0] == 200
+    assert door_call(pool, "POST", "/prompt", {"prompt": example_graph(seed=12), "client_id": client,
+                                                "prompt_id": queued})[0] == 200
+    _wait_state(pool, slow, {"running"})
+    queue = door_call(pool, "GET", "/queue")[1]
+    assert [item[1] for item in queue["queue_running"]] == [slow]
+    assert [item[1] for item in queue["queue_pending"]] == [queued]
+    assert door_call(pool, "POST", "/queue", {"delete": [queued]})[0] == 200
+    assert _wait_state(pool, queued, {"cancelled"})["attempts"] == []
+    assert door_call(pool, "POST", "/interrupt", {"prompt_id": slow})[0] == 200
+    assert _wait_state(pool, slow, {"cancelled"})["state"] == "cancelled"
+    ended: list[str] = []
+    while len(ended) < 2:
+        message = json.loads(ws.recv())
+        if message["type"] == "executing" and message["data"]["node"] is None:
+            ended.append(message["data"]["prompt_id"])
+    assert sorted(ended) == sorted([slow, queued])
+    assert door_call(pool, "GET", f"/history/{slow}")[1][slow]["status"]["status_str"] == "error"
+    assert door_call(pool, "POST", "/history", {"delete": [slow]})[0] == 200
+    assert door_call(pool, "GET", f"/history/{slow}")[1] == {}
+    ws.close()
+
+
+@pytest.fixture(scope="module")
+def strict_pool(tmp_path_factory: pytest.TempPathFactory):
+    """A pool whose door gate judges every image unsafe (threshold 0): the placeholder comes back."""
+    base = tmp_path_factory.mktemp("door-gate")
+    process = SupervisorProcess(base, instances=1)
+    door_port = free_port()
+    config = yaml.safe_load(process.config_path.read_text())
+    config["comfy_api"] = {"port": door_port, "image_gate": {"threshold": 0.0, "action": "replace"}}
+    process.config_path.write_text(yaml.safe_dump(config))
+    process.door = f"127.0.0.1:{door_port}"  # type: ignore[attr-defined]
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def test_gate_replaces_unsafe_images_without_the_gate_node(strict_pool: SupervisorProcess, tmp_path: Path) -> None:
+    from cute_animal_kids.placeholder_image import placeholder_pil
+
+    received = run_example(strict_pool, "websockets_api_example.py", example_graph(), tmp_path)
+    data = (received / "9_0.png").read_bytes()
+    with Image.open(io.BytesIO(data)) as image:
+        got = image.convert("RGB").tobytes()
+    assert got == placeholder_pil(64, 64).tobytes()
