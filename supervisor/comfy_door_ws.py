@@ -169,7 +169,8 @@ class EventRelay:
             await self.sockets.broadcast_status()
         elif kind == "execution_error":
             followed.error = data
-        elif kind in FORWARDED:
+        elif kind in FORWARDED and not (kind == "executing" and data.get("node") is None):
+            # (the instance's own "done" comes before the images are gated: ours follows the commit)
             message = {key: value for key, value in data.items() if key != "attempt"}
             message["prompt_id"] = followed.prompt_id
             await self.sockets.to_client(client, json_frame(kind, message))
