@@ -292,6 +292,49 @@ def test_interrupt_queue_delete_and_history_delete(pool: SupervisorProcess) -> N
     ws.close()
 
 
+def test_example_client_survives_an_instance_killed_mid_prompt(pool: SupervisorProcess, tmp_path: Path) -> None:
+    """SIGKILL the instance while the example's prompt samples: it runs again, the client gets its
+    image once (this test restarts the pool's instance, so it comes after the others on ``pool``)."""
+    import os
+    import signal
+    import time
+
+    graph = example_graph(seed=21)
+    graph["5"]["inputs"].update(width=768, height=768)
+    graph["3"]["inputs"]["steps"] = 100
+    source = (EXAMPLES / "websockets_api_example.py").read_text().replace("127.0.0.1:8188", pool.door)  # type: ignore[attr-defined]
+    source = re.sub(r'prompt_text = """.*?"""', lambda _m: f"prompt_text = {json.dumps(json.dumps(graph))}",
+                    source, count=1, flags=re.S)
+    received = tmp_path / "received"
+    received.mkdir()
+    source += (f"\nfor _node, _datas in images.items():\n    for _i, _data in enumerate(_datas):\n"
+               f"        open({str(received)!r} + f'/{{_node}}_{{_i}}.png', 'wb').write(_data)\n")
+    script = tmp_path / "killed.py"
+    script.write_text(source)
+    client = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        job = None
+        while time.monotonic() < deadline and job is None:
+            running = [j for j in pool.get("/v1/jobs?state=running")["jobs"]
+                       if j["request"].get("source") == "comfy_api" and j["progress"]]
+            job = running[0] if running else None
+            time.sleep(0.2)
+        assert job is not None, "the example's prompt never ran"
+        pid = pool.get("/v1/instances")["instances"][0]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        _, stderr = client.communicate(timeout=600)
+        assert client.returncode == 0, stderr
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert [f.name for f in received.iterdir()] == ["9_0.png"]
+    assert png_size((received / "9_0.png").read_bytes()) == (768, 768)
+    done = pool.get(f"/v1/jobs/{job['id']}")
+    assert done["state"] == "succeeded"
+    assert [a["reason"] for a in done["attempts"]] == ["crash", "succeeded"]
+
+
 @pytest.fixture(scope="module")
 def strict_pool(tmp_path_factory: pytest.TempPathFactory):
     """A pool whose door gate judges every image unsafe (threshold 0): the placeholder comes back."""
