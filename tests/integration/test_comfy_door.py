@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -87,19 +90,26 @@ def door_call(pool: SupervisorProcess, method: str, path: str, body: Any = None)
         return status, raw
 
 
-def run_example(pool: SupervisorProcess, name: str, graph: dict[str, Any], tmp_path: Path) -> Path:
-    """Run one of ComfyUI's example clients against the door; the folder of images it received."""
-    source = (EXAMPLES / name).read_text()
-    source = source.replace("127.0.0.1:8188", pool.door)  # type: ignore[attr-defined]
+def prepare_example(pool: SupervisorProcess, name: str, graph: dict[str, Any], tmp_path: Path, *,
+                    save: bool = True) -> tuple[Path, Path]:
+    """A copy of one of ComfyUI's example clients aimed at the door; (the script, where it saves images)."""
+    source = (EXAMPLES / name).read_text().replace("127.0.0.1:8188", pool.door)  # type: ignore[attr-defined]
     source, swapped = re.subn(r'prompt_text = """.*?"""', lambda _m: f"prompt_text = {json.dumps(json.dumps(graph))}",
                               source, count=1, flags=re.DOTALL)
     assert swapped == 1
     received = tmp_path / "received"
     received.mkdir()
-    source += (f"\nfor _node, _datas in images.items():\n    for _i, _data in enumerate(_datas):\n"
-               f"        open({str(received)!r} + f'/{{_node}}_{{_i}}.png', 'wb').write(_data)\n")
+    if save:
+        source += (f"\nfor _node, _datas in images.items():\n    for _i, _data in enumerate(_datas):\n"
+                   f"        open({str(received)!r} + f'/{{_node}}_{{_i}}.png', 'wb').write(_data)\n")
     script = tmp_path / name
     script.write_text(source)
+    return script, received
+
+
+def run_example(pool: SupervisorProcess, name: str, graph: dict[str, Any], tmp_path: Path) -> Path:
+    """Run one of ComfyUI's example clients against the door; the folder of images it received."""
+    script, received = prepare_example(pool, name, graph, tmp_path)
     done = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return received
@@ -131,11 +141,7 @@ def test_websocket_images_example_gets_binary_images(pool: SupervisorProcess, tm
 
 def test_basic_example_queues_a_prompt_that_runs(pool: SupervisorProcess, tmp_path: Path) -> None:
     before = set(door_call(pool, "GET", "/history")[1])
-    source = (EXAMPLES / "basic_api_example.py").read_text().replace("127.0.0.1:8188", pool.door)  # type: ignore[attr-defined]
-    source = re.sub(r'prompt_text = """.*?"""', lambda _m: f"prompt_text = {json.dumps(json.dumps(example_graph()))}",
-                    source, count=1, flags=re.DOTALL)
-    script = tmp_path / "basic.py"
-    script.write_text(source)
+    script, _ = prepare_example(pool, "basic_api_example.py", example_graph(), tmp_path, save=False)
     done = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     status, queue = door_call(pool, "GET", "/queue")
@@ -150,7 +156,6 @@ def test_basic_example_queues_a_prompt_that_runs(pool: SupervisorProcess, tmp_pa
             status, data = door_call(pool, "GET", "/view?" + urllib.parse.urlencode(image))
             assert status == 200 and png_size(data) == (64, 64)
             return
-        import time
         time.sleep(0.5)
     pytest.fail("the basic example's prompt never reached /history")
 
@@ -252,7 +257,6 @@ def test_passed_through_routes(pool: SupervisorProcess) -> None:
 
 
 def _wait_state(pool: SupervisorProcess, job_id: str, states: set[str], timeout: float = 300) -> dict[str, Any]:
-    import time
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = pool.get(f"/v1/jobs/{job_id}")
@@ -295,22 +299,10 @@ def test_interrupt_queue_delete_and_history_delete(pool: SupervisorProcess) -> N
 def test_example_client_survives_an_instance_killed_mid_prompt(pool: SupervisorProcess, tmp_path: Path) -> None:
     """SIGKILL the instance while the example's prompt samples: it runs again, the client gets its
     image once (this test restarts the pool's instance, so it comes after the others on ``pool``)."""
-    import os
-    import signal
-    import time
-
     graph = example_graph(seed=21)
     graph["5"]["inputs"].update(width=768, height=768)
     graph["3"]["inputs"]["steps"] = 100
-    source = (EXAMPLES / "websockets_api_example.py").read_text().replace("127.0.0.1:8188", pool.door)  # type: ignore[attr-defined]
-    source = re.sub(r'prompt_text = """.*?"""', lambda _m: f"prompt_text = {json.dumps(json.dumps(graph))}",
-                    source, count=1, flags=re.S)
-    received = tmp_path / "received"
-    received.mkdir()
-    source += (f"\nfor _node, _datas in images.items():\n    for _i, _data in enumerate(_datas):\n"
-               f"        open({str(received)!r} + f'/{{_node}}_{{_i}}.png', 'wb').write(_data)\n")
-    script = tmp_path / "killed.py"
-    script.write_text(source)
+    script, received = prepare_example(pool, "websockets_api_example.py", graph, tmp_path)
     client = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300

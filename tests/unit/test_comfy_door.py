@@ -12,7 +12,13 @@ from runner.object_info import ObjectInfo
 from supervisor.comfy_door import ComfyDoor, job_id_for
 from supervisor.comfy_door_config import door_config
 from supervisor.comfy_door_graph import (
-    GraphRefused, NodeRules, check_prompt, check_texts, graph_to_run, output_kinds, public_extra_data,
+    GraphRefused,
+    NodeRules,
+    check_prompt,
+    check_texts,
+    graph_to_run,
+    output_kinds,
+    public_extra_data,
 )
 from supervisor.config import ConfigError
 
