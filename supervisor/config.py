@@ -18,6 +18,8 @@ from cak.install_state import REPO_ROOT, load_state
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 RAW_SECTIONS = ("http", "jobs", "guard", "webhooks")
+# Handed through only when present: its absence (or null) turns the ComfyUI door off.
+OPTIONAL_SECTIONS = ("comfy_api",)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MODEL_TYPES = (
     "checkpoints", "diffusion_models", "unet", "text_encoders", "clip", "vae", "loras", "clip_vision",
@@ -177,7 +179,7 @@ class _Checker:
 
 
 _TOP_KEYS = {"comfyui_path", "instances", "extra_args", "model_folders", "output_root", "keep_metadata",
-             "health", *RAW_SECTIONS}
+             "health", *RAW_SECTIONS, *OPTIONAL_SECTIONS}
 _INSTANCE_KEYS = {"name", "port", "cuda_device", "extra_args"}
 
 
@@ -201,6 +203,9 @@ def parse_config(data: dict[str, Any], base_dir: Path = REPO_ROOT) -> Supervisor
             check.fail(section, "must be a mapping")
             value = {}
         raw_sections[section] = value
+    for section in OPTIONAL_SECTIONS:
+        if data.get(section) is not None:
+            raw_sections[section] = data[section]  # checked by its own module (comfy_door_config)
     if check.problems:
         raise ConfigError(check.problems)
     return SupervisorConfig(comfyui_path=comfyui_path, instances=instances, model_folders=model_folders,

@@ -208,12 +208,13 @@ class JobStore:
 
     async def submit(self, request: dict[str, Any], idempotency_key: str | None = None, *,
                      state: str = QUEUED, error: str | None = None,
-                     category: str | None = None) -> tuple[Job, bool]:
+                     category: str | None = None, job_id: str | None = None) -> tuple[Job, bool]:
         """Store a new job (``rejected`` ones too); returns it and whether it is new.
 
-        A known idempotency key with the same request returns that job instead.
+        A known idempotency key with the same request returns that job instead. ``job_id`` (a
+        UUID): the id the caller chose (the ComfyUI door's prompt ids); a new UUID otherwise.
         """
-        return await self._call(self._submit, request, idempotency_key, state, error, category)
+        return await self._call(self._submit, request, idempotency_key, state, error, category, job_id)
 
     async def claim_next(self, instance: str) -> Job | None:
         """Oldest queued job → running, with a new attempt on ``instance``; None if none is queued."""
@@ -282,6 +283,10 @@ class JobStore:
     async def list(self, state: str | None = None, limit: int = 50) -> list[Job]:
         """Newest first."""
         return await self._call(self._list, state, limit)
+
+    async def list_source(self, source: str, states: tuple[str, ...] = STATES, limit: int = 50) -> list[Job]:
+        """Newest first, the jobs whose request says ``"source": source`` (e.g. ``comfy_api``)."""
+        return await self._call(self._list_source, source, states, limit)
 
     async def counts(self) -> dict[str, int]:
         """Number of jobs in each state (every state present)."""
@@ -356,9 +361,9 @@ class JobStore:
         return _Transaction(self._db)
 
     def _submit(self, request: dict[str, Any], key: str | None, state: str, error: str | None,
-                category: str | None) -> tuple[Job, bool]:
+                category: str | None, chosen_id: str | None) -> tuple[Job, bool]:
         now = time.time()
-        job_id = str(uuid.uuid4())
+        job_id = chosen_id or str(uuid.uuid4())
         encoded = json.dumps(request, sort_keys=True, ensure_ascii=False)
         finished = now if state in TERMINAL_STATES else None
         with self._transaction() as db:
@@ -571,6 +576,13 @@ class JobStore:
         else:
             rows = self._db.execute("SELECT id FROM jobs WHERE state = ? ORDER BY created_at DESC, "
                                     "rowid DESC LIMIT ?", (state, limit)).fetchall()
+        return [job for row in rows if (job := self._get(row["id"])) is not None]
+
+    def _list_source(self, source: str, states: tuple[str, ...], limit: int) -> list[Job]:
+        marks = ",".join("?" * len(states))
+        rows = self._db.execute(f"SELECT id FROM jobs WHERE json_extract(request, '$.source') = ? AND state IN "
+                                f"({marks}) ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                                (source, *states, limit)).fetchall()
         return [job for row in rows if (job := self._get(row["id"])) is not None]
 
     def _counts(self) -> dict[str, int]:

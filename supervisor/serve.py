@@ -21,6 +21,8 @@ from cute_animal_kids.guard_model import GuardUnavailable
 from cak.install_state import REPO_ROOT, NotInstalledError
 
 from .api import create_app
+from .comfy_door import ComfyDoor
+from .comfy_door_config import door_config
 from .command import supervisor_command
 from .config import ConfigError, load_config
 from .guard_stage import load_guard
@@ -76,6 +78,7 @@ async def serve(config_path: Path | None, demo: bool = False, log_json: bool = F
             print(f"loading the guard model from {settings.guard.model_path}...", flush=True)
             guard = await asyncio.to_thread(load_guard, settings.guard.model_path, settings.guard.device)
         service = JobService(config, settings, guard=guard)
+        door_settings = door_config(config.raw_sections.get("comfy_api"))
     except (ConfigError, NotInstalledError) as exc:
         say(f"configuration problem:\n{exc}", error=True)
         return 2
@@ -99,6 +102,16 @@ async def serve(config_path: Path | None, demo: bool = False, log_json: bool = F
     port = runner.addresses[0][1]
     url = f"http://{'127.0.0.1' if http.host in ('0.0.0.0', '::') else http.host}:{port}"
     say(f"Cute Animal Kids job service on {url} (API: {url}/v1/openapi.yaml)")
+    door = ComfyDoor(service, door_settings, http.token) if door_settings is not None else None
+    if door is not None:
+        try:
+            await door.start()
+        except OSError as exc:
+            say(f"cannot listen on {door_settings.host}:{door_settings.port} ({exc.strerror}): "  # type: ignore[union-attr]
+                "set comfy_api.port in --config", error=True)
+            await runner.cleanup()
+            return 1
+        say(f"ComfyUI API of the pool on http://{door_settings.host}:{door.port}")  # type: ignore[union-attr]
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -120,6 +133,8 @@ async def serve(config_path: Path | None, demo: bool = False, log_json: bool = F
         if demo_task is not None:
             demo_task.cancel()
         await service.stop(hurry)
+        if door is not None:  # after the drain: its clients hear how their running prompts ended
+            await door.stop()
         await runner.cleanup()
         say("stopped.")
     return 0
