@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "custom_nodes"))
 
-from cute_animal_kids.text_safety import check_text  # noqa: E402 - needs the path above
+from cute_animal_kids.text_safety import check_text
 
 PROMPTS = {
     "en, safe, 40 chars": "a bunny with a red scarf in the meadow",

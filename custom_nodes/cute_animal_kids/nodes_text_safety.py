@@ -6,9 +6,8 @@ before queueing, so the node and the service cannot disagree.
 
 from __future__ import annotations
 
-from typing_extensions import override
-
 from comfy_api.latest import io
+from typing_extensions import override
 
 from .text_safety import UnsafePromptError, check_text
 

@@ -35,10 +35,10 @@ import opencc
 from confusable_homoglyphs import confusables
 
 from .pack_data import (
+    PackDataError,
     child_path,
     data_dir,
     load_data_file,
-    PackDataError,
     require_char,
     require_key,
     require_mapping,
@@ -416,7 +416,7 @@ def get_normalizer(directory: str | Path | None = None) -> TextNormalizer:
     return _get_normalizer_for(data_dir(directory).resolve())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _get_normalizer_for(folder: Path) -> TextNormalizer:
     return TextNormalizer(load_data_file(DATA_FILE, folder))
 

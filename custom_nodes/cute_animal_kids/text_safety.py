@@ -38,10 +38,10 @@ from .pack_data import (
 )
 from .text_context import ContextRules
 from .text_morphology import Stemmer
+from .text_normalizer import DATA_FILE, TextNormalizer, View, get_normalizer
 from .text_pinyin import pinyin_keys
 from .text_split_chars import SplitCharacters
 from .text_strict import StrictVocabulary
-from .text_normalizer import DATA_FILE, TextNormalizer, View, get_normalizer
 
 logger = logging.getLogger(__name__)
 
@@ -396,7 +396,7 @@ def get_checker(directory: str | Path | None = None) -> TextSafetyChecker:
     return _get_checker_for(data_dir(directory).resolve())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _get_checker_for(folder: Path) -> TextSafetyChecker:
     extra_dir = folder / EXTRA_DATA_DIR
     extra = {f"{EXTRA_DATA_DIR}/{path.name}": load_data_file(path.name, extra_dir)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from cute_animal_kids.text_safety import check_text
 
 EVAL_FILE = Path(__file__).resolve().parents[1] / "data" / "text_gate_eval.yaml"
@@ -37,8 +36,8 @@ def figures(split: str) -> dict[str, object]:
 
 def _report(split: str, result: dict[str, object]) -> str:
     totals, refused = result["totals"], result["refused"]
-    lines = [f"{split}: unsafe refused {refused['unsafe']}/{totals['unsafe']}, "
-             f"safe refused {refused['safe']}/{totals['safe']}"]
+    lines = [(f"{split}: unsafe refused {refused['unsafe']}/{totals['unsafe']}, "
+              f"safe refused {refused['safe']}/{totals['safe']}")]
     lines += [f"  {key}: {refused[key]}/{totals[key]}" for key in sorted(totals) if "/" in key]
     return "\n".join(lines)
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cute_animal_kids import prompt_composer, text_safety
 from cute_animal_kids.text_safety import REJECTION_MARKER, UnsafePromptError, check_text
 

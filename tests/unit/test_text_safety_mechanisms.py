@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cute_animal_kids import text_safety
 from cute_animal_kids.text_pinyin import pinyin_keys
 from cute_animal_kids.text_safety import EMPTY, UNKNOWN_WORD, check_text
