@@ -171,6 +171,8 @@ class Installer:
             shutil.rmtree(VENV_DIR, ignore_errors=True)
             raise StepFailed(f"could not create {VENV_DIR} ({exc.stderr.strip()[-200:]}); on Debian "
                              "install python3-venv, or pass --no-venv") from None
+        # A new environment holds none of what earlier markers recorded as installed into the old one.
+        shutil.rmtree(MARKERS_DIR, ignore_errors=True)
 
     def install_torch(self) -> None:
         fingerprint = _fingerprint([str(self.python), *TORCH_PINS])
