@@ -66,6 +66,9 @@ class GuardConfig:
     timeout_s: float
     controversial: str
     max_concurrency: int
+
+
+@dataclass(frozen=True)
 class WebhooksConfig:
     policy: WebhookPolicy
     secret: str | None  # "whsec_..." (None only while no URL is allowed)
