@@ -61,7 +61,7 @@ def test_node_and_supervisor_pre_queue_check_agree(comfy, tmp_path, strict, desc
 
     graph = cpu_graph(seed=33, prefix="gate-agree")
     graph["22"] = {"class_type": "PrimitiveString", "inputs": {"value": description}}
-    graph["21"] = {"class_type": "KidsTextSafety", "inputs": {"text": ["22", 0], "strict": strict}}
+    graph["21"] = {"class_type": "CAK_KidsTextSafety", "inputs": {"text": ["22", 0], "strict": strict}}
     graph["5"]["inputs"]["text"] = ["21", 0]
     if expected.safe:
         comfy.run(graph)
