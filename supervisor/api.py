@@ -296,6 +296,7 @@ def job_json(service: JobService, job: Job) -> dict[str, Any]:
         "error": job.error,
         "category": job.category,
         "images": [f"{base}/images/{index}" for index in range(len(job.images))],
+        "webhook": job.webhook.to_json() if job.webhook else None,
     }
 
 

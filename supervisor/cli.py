@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--steps", type=int)
     submit.add_argument("--workflow", help="workflow name from workflows/ (default: the service's)")
     submit.add_argument("--idempotency-key", help="resubmitting with the same key returns the same job")
+    submit.add_argument("--webhook", metavar="URL",
+                        help="POST the signed final-state event there (must be under the service's webhooks.allow)")
     submit.add_argument("--wait", action="store_true", help="show progress, save the image, print its path")
     submit.add_argument("--out", type=Path, default=REPO_ROOT / "out",
                         help="folder for the saved images (default: out/)")
@@ -173,6 +175,8 @@ async def _submit(client: ServiceClient, args: argparse.Namespace) -> int:
     for name in ("style", "seed", "width", "height", "steps", "workflow"):
         if getattr(args, name) is not None:
             body[name] = getattr(args, name)
+    if args.webhook:
+        body["webhook"] = {"url": args.webhook}
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
     try:
         job = await client.request("POST", "/v1/jobs", body=body, headers=headers)

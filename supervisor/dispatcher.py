@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cak.errors import (
     ComfyError,
@@ -56,6 +56,15 @@ log = logging.getLogger("supervisor.jobs")
 POLL_INTERVAL_S = 2.0
 
 
+class RequestKind(Protocol):
+    """A kind of stored request other than a workflow (``request["kind"]``), e.g. the ComfyUI door's
+    graphs: the graph each attempt runs, and how its result's images are staged."""
+
+    def graph(self, request: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def stage(self, instance: Any, job: Job, attempt: int, result: RunResult) -> list[str]: ...
+
+
 @dataclass
 class _Running:
     job_id: str
@@ -78,6 +87,7 @@ class Dispatcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._running: dict[str, _Running] = {}
         self._unavailable_logged = False
+        self.kinds: dict[str, RequestKind] = {}
 
     @property
     def running_jobs(self) -> int:
@@ -170,9 +180,13 @@ class Dispatcher:
         log.info("job started", extra=where)
         self.events.state(job.id, RUNNING, instance=instance.name, attempt=attempt)
         try:
-            graph = self.catalog.build(JobRequest.from_json(job.request))
+            kind = self.kinds.get(job.request.get("kind", ""))
+            graph = kind.graph(job.request) if kind else self.catalog.build(JobRequest.from_json(job.request))
             result = await self.pool.run(instance, graph, on_event=self._on_event(job.id, instance, attempt))
-            names = await self._stage_images(instance, job.id, attempt, result)
+            if kind:
+                names = await kind.stage(instance, job, attempt, result)
+            else:
+                names = await self._stage_images(instance, job.id, attempt, result)
             committed = await self.store.complete(job.id, attempt, names)
             # Our copy is staged (and now committed or refused): ComfyUI's own copy goes.
             await asyncio.to_thread(_remove_outputs, instance.process.launch.output_dir, result.images)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from cak.events import ComfyEvent
 
@@ -23,6 +23,9 @@ class JobEvents:
     def __init__(self) -> None:
         self._listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
         self._progress: dict[str, dict[str, Any]] = {}
+        # Called with (job id, event type, data) for every ComfyUI event and state change, in
+        # order, on the event loop (the ComfyUI door follows its prompts through it). Must not block.
+        self.taps: list[Callable[[str, str, dict[str, Any]], None]] = []
 
     def progress(self, job_id: str) -> dict[str, Any] | None:
         """The latest progress of a running job (None when nothing ran yet)."""
@@ -39,6 +42,8 @@ class JobEvents:
 
     def comfy_event(self, job_id: str, instance: str, attempt: int, event: ComfyEvent) -> None:
         """Turn a ComfyUI event of the job's prompt into a progress event."""
+        for tap in self.taps:
+            tap(job_id, event.type, {**event.data, "attempt": attempt})
         if event.type == "progress":
             value, maximum = event.data.get("value", 0), event.data.get("max", 0) or 1
             self.publish(job_id, {"type": "progress", "instance": instance, "attempt": attempt,
@@ -53,6 +58,8 @@ class JobEvents:
 
     def state(self, job_id: str, state: str, **details: Any) -> None:
         """A state change; a final state also ends the job's progress record."""
+        for tap in self.taps:
+            tap(job_id, "state", {"state": state, **details})
         self.publish(job_id, {"type": "state", "state": state, **details})
         if state != JobState.RUNNING:
             self._progress.pop(job_id, None)

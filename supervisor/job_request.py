@@ -13,9 +13,12 @@ import unicodedata
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+if TYPE_CHECKING:
+    from .webhook_policy import WebhookPolicy
 
 WORKFLOW_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,63}$")
@@ -28,7 +31,7 @@ INT_FIELDS: dict[str, tuple[int, int]] = {
     "steps": (1, 200),
 }
 PARAM_FIELDS = ("style", *INT_FIELDS)
-FIELDS = ("prompt", "workflow", "graph", *PARAM_FIELDS)
+FIELDS = ("prompt", "workflow", "graph", "webhook", *PARAM_FIELDS)
 MAX_GRAPH_NODES = 500
 MAX_DEPTH = 32  # a graph is 4 levels deep; anything far deeper is an attack on the recursion limit
 # Characters that reorder or break what a parent or a moderator reads (RTL override, isolates,
@@ -53,6 +56,7 @@ class JobRequest:
     prompt: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     graph: dict[str, Any] | None = None
+    webhook_url: str | None = None  # normalised, checked against ``webhooks.allow``
 
     def to_json(self) -> dict[str, Any]:
         """What the job store keeps (and ``from_json`` reads back for each attempt)."""
@@ -61,12 +65,15 @@ class JobRequest:
             data["prompt"] = self.prompt
         if self.graph is not None:
             data["graph"] = self.graph
+        if self.webhook_url is not None:
+            data["webhook"] = {"url": self.webhook_url}
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobRequest:
         return cls(workflow=data["workflow"], prompt=data.get("prompt"), graph=data.get("graph"),
-                   params={key: data[key] for key in PARAM_FIELDS if key in data})
+                   params={key: data[key] for key in PARAM_FIELDS if key in data},
+                   webhook_url=(data.get("webhook") or {}).get("url"))
 
     def texts(self) -> Iterator[str]:
         """Every text a safety check must see: the prompt, and each string input of a raw graph."""
@@ -89,6 +96,7 @@ class _Body(BaseModel):
 
     graph: Any = None
     prompt: Any = None
+    webhook: Any = None  # checked by ``_webhook`` against the allow-list
     # Not Optional: an explicit null is a wrong workflow name; only a missing one means the default.
     workflow: Annotated[str, Field(pattern=WORKFLOW_NAME.pattern)] = None  # type: ignore[assignment]
     style: Annotated[str, Field(pattern=STYLE_NAME.pattern)] | None = None
@@ -122,8 +130,11 @@ def _first_problem(exc: ValidationError) -> FieldError:
 
 
 def parse_job_request(body: Any, *, max_prompt_chars: int, allow_graphs: bool,
-                      default_workflow: str) -> JobRequest:
-    """Check a decoded JSON body; ``FieldError`` on the first problem."""
+                      default_workflow: str, webhook_policy: WebhookPolicy | None = None) -> JobRequest:
+    """Check a decoded JSON body; ``FieldError`` on the first problem.
+
+    Without a ``webhook_policy`` no webhook is accepted (as with an empty allow-list).
+    """
     if not isinstance(body, dict):
         raise FieldError("body", "must be a JSON object")
     _check_structure(body)
@@ -151,7 +162,19 @@ def parse_job_request(body: Any, *, max_prompt_chars: int, allow_graphs: bool,
     params = {name: params[name] for name in PARAM_FIELDS if name in params}
     if graph is not None and params:
         raise FieldError(next(iter(params)), "parameters apply to workflows, not to a raw graph")
-    return JobRequest(workflow=workflow, prompt=prompt, params=params, graph=graph)
+    webhook_url = _webhook(body.get("webhook"), webhook_policy) if "webhook" in body else None
+    return JobRequest(workflow=workflow, prompt=prompt, params=params, graph=graph, webhook_url=webhook_url)
+
+
+def _webhook(value: Any, policy: WebhookPolicy | None) -> str:
+    if not isinstance(value, dict) or "url" not in value:
+        raise FieldError("webhook", 'must be an object {"url": "https://..."}')
+    for key in value:
+        if key != "url":
+            raise FieldError(f"webhook.{str(key)[:64]}", "unknown field (known: url)")
+    if policy is None:
+        raise FieldError("webhook.url", "webhooks are not enabled on this service (webhooks.allow is empty)")
+    return policy.check_field(value["url"])
 
 
 def _prompt(value: Any, max_chars: int) -> str:

@@ -5,6 +5,10 @@ reason. A job is claimed, finished and requeued in short ``BEGIN IMMEDIATE`` tra
 check the job's state first, so a job that ran twice still gets exactly one result. When the
 supervisor dies, its ``running`` jobs stay in the file and go back to ``queued`` on the next start.
 
+A job that asked for a webhook gets its event row in ``webhook_outbox`` in the same transaction as
+its final state (``_enqueue_webhook``), so an event is never lost nor sent for a state that was
+rolled back; ``supervisor.webhook_delivery`` sends it.
+
 sqlite3 blocks, so every statement runs on one dedicated thread that owns the only connection;
 the event loop only awaits it.
 """
@@ -67,7 +71,34 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (job_id, number)
     );
     """,
+    # 2: the webhook outbox: one event per job that asked for one, written in the transaction
+    # that gives the job its final state; claimed with a lease so that one host sends each try.
+    """
+    CREATE TABLE webhook_outbox (
+        id TEXT PRIMARY KEY,
+        job_id TEXT NOT NULL UNIQUE REFERENCES jobs (id) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        event TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending','delivered','failed','gone')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_status INTEGER,
+        last_error TEXT,
+        next_attempt_at REAL NOT NULL,
+        lease_owner TEXT,
+        lease_until REAL,
+        finished_at REAL
+    );
+    CREATE INDEX webhook_outbox_due ON webhook_outbox (state, next_attempt_at);
+    """,
 ]
+
+# Webhook delivery states (``waiting``: the job has a webhook but no final state yet).
+WEBHOOK_WAITING, WEBHOOK_PENDING, WEBHOOK_DELIVERED, WEBHOOK_FAILED, WEBHOOK_GONE = (
+    "waiting", "pending", "delivered", "failed", "gone")
+WEBHOOK_EVENTS = {SUCCEEDED: "job.succeeded", FAILED: "job.failed", REJECTED: "job.rejected",
+                  CANCELLED: "job.cancelled"}
 
 T = TypeVar("T")
 
@@ -94,6 +125,35 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class WebhookStatus:
+    """Where a job's webhook stands: what ``GET /v1/jobs/{id}`` shows."""
+
+    state: str
+    attempts: int = 0
+    last_status: int | None = None
+    last_error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": self.state, "attempts": self.attempts, "last_status": self.last_status,
+                "last_error": self.last_error}
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One outbox row claimed for a delivery try (the lease is ``owner``'s until ``lease_until``)."""
+
+    id: str  # the ``webhook-id``: the same on every try
+    job_id: str
+    url: str
+    event: str
+    payload: dict[str, Any]
+    created_at: float
+    attempts: int  # tries made before this one
+    owner: str
+    lease_until: float
+
+
+@dataclass(frozen=True)
 class Job:
     id: str
     state: str
@@ -108,6 +168,7 @@ class Job:
     attempts: list[Attempt] = field(default_factory=list)
     idempotency_key: str | None = None
     cancel_requested: bool = False
+    webhook: WebhookStatus | None = None  # None: the request asked for no webhook
 
     @property
     def terminal(self) -> bool:
@@ -151,12 +212,13 @@ class JobStore:
 
     async def submit(self, request: dict[str, Any], idempotency_key: str | None = None, *,
                      state: str = QUEUED, error: str | None = None,
-                     category: str | None = None) -> tuple[Job, bool]:
+                     category: str | None = None, job_id: str | None = None) -> tuple[Job, bool]:
         """Store a new job (``rejected`` ones too); returns it and whether it is new.
 
-        A known idempotency key with the same request returns that job instead.
+        A known idempotency key with the same request returns that job instead. ``job_id`` (a
+        UUID): the id the caller chose (the ComfyUI door's prompt ids); a new UUID otherwise.
         """
-        return await self._call(self._submit, request, idempotency_key, state, error, category)
+        return await self._call(self._submit, request, idempotency_key, state, error, category, job_id)
 
     async def claim_next(self, instance: str) -> Job | None:
         """Oldest queued job → running, with a new attempt on ``instance``; None if none is queued."""
@@ -192,6 +254,31 @@ class JobStore:
         """Queued → cancelled; running → cancel requested (the caller interrupts it). None if unknown."""
         return await self._call(self._cancel, job_id)
 
+    # ------------------------------------------------------------------ webhook outbox
+
+    async def claim_webhooks(self, owner: str, lease_s: float, limit: int) -> list[WebhookDelivery]:
+        """Up to ``limit`` pending deliveries that are due and not leased, leased to ``owner``.
+
+        A lease keeps other senders (another host on a shared database) off the row while one
+        tries it; a sender that dies leaves a lease that simply runs out. (A PostgreSQL store does
+        the same in one ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING *``.)
+        """
+        return await self._call(self._claim_webhooks, owner, lease_s, limit)
+
+    async def record_webhook_attempt(self, delivery_id: str, owner: str, state: str,
+                                     status: int | None, error: str | None,
+                                     next_attempt_at: float) -> bool:
+        """Count one try, end the lease, set the state (``pending`` again: due at ``next_attempt_at``).
+
+        False when ``owner`` no longer holds the lease (it ran out and another sender took the row).
+        """
+        return await self._call(self._record_webhook_attempt, delivery_id, owner, state, status, error,
+                                next_attempt_at)
+
+    async def next_webhook_due(self) -> float | None:
+        """When the earliest pending delivery is due (its lease's end if leased); None if none."""
+        return await self._call(self._next_webhook_due)
+
     # ------------------------------------------------------------------ reads
 
     async def get(self, job_id: str) -> Job | None:
@@ -200,6 +287,10 @@ class JobStore:
     async def list(self, state: str | None = None, limit: int = 50) -> list[Job]:
         """Newest first."""
         return await self._call(self._list, state, limit)
+
+    async def list_source(self, source: str, states: tuple[str, ...] = STATES, limit: int = 50) -> list[Job]:
+        """Newest first, the jobs whose request says ``"source": source`` (e.g. ``comfy_api``)."""
+        return await self._call(self._list_source, source, states, limit)
 
     async def counts(self) -> dict[str, int]:
         """Number of jobs in each state (every state present)."""
@@ -260,8 +351,12 @@ class JobStore:
         with self._transaction() as db:
             db.execute("UPDATE attempts SET ended_at = ?, reason = ? WHERE ended_at IS NULL",
                        (now, SUPERVISOR_RESTART))
-            db.execute("UPDATE jobs SET state = ?, updated_at = ?, finished_at = ? "
-                       "WHERE state = ? AND cancel_requested", (CANCELLED, now, now, RUNNING))
+            cancelled = [row["id"] for row in db.execute(
+                "SELECT id FROM jobs WHERE state = ? AND cancel_requested", (RUNNING,)).fetchall()]
+            for job_id in cancelled:
+                db.execute("UPDATE jobs SET state = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+                           (CANCELLED, now, now, job_id))
+                self._enqueue_webhook(db, job_id, now)
             moved = db.execute("UPDATE jobs SET state = ?, updated_at = ? WHERE state = ?",
                                (QUEUED, now, RUNNING)).rowcount
         return moved
@@ -270,9 +365,9 @@ class JobStore:
         return _Transaction(self._db)
 
     def _submit(self, request: dict[str, Any], key: str | None, state: str, error: str | None,
-                category: str | None) -> tuple[Job, bool]:
+                category: str | None, chosen_id: str | None) -> tuple[Job, bool]:
         now = time.time()
-        job_id = str(uuid.uuid4())
+        job_id = chosen_id or str(uuid.uuid4())
         encoded = json.dumps(request, sort_keys=True, ensure_ascii=False)
         finished = now if state in TERMINAL_STATES else None
         with self._transaction() as db:
@@ -286,6 +381,8 @@ class JobStore:
                 "INSERT INTO jobs (id, state, request, idempotency_key, created_at, updated_at, "
                 "finished_at, error, category) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job_id, state, encoded, key, now, now, finished, error, category))
+            if finished is not None:
+                self._enqueue_webhook(db, job_id, now)
         return self._get(job_id), True  # type: ignore[return-value]
 
     def _claim_next(self, instance: str) -> Job | None:
@@ -331,6 +428,7 @@ class JobStore:
                     self._close_attempt(db, job_id, attempt, CANCELLED, now)
                     db.execute("UPDATE jobs SET state = ?, updated_at = ?, finished_at = ? WHERE id = ?",
                                (CANCELLED, now, now, job_id))
+                    self._enqueue_webhook(db, job_id, now)
                     shutil.rmtree(staging, ignore_errors=True)
                     return False
                 # A folder here belongs to an attempt whose commit never happened (the supervisor died
@@ -343,6 +441,7 @@ class JobStore:
                 db.execute("UPDATE jobs SET state = ?, images = ?, updated_at = ?, finished_at = ?, "
                            "error = NULL, category = NULL WHERE id = ?",
                            (SUCCEEDED, json.dumps(relative), now, now, job_id))
+                self._enqueue_webhook(db, job_id, now)
         except BaseException:
             if renamed:  # the update or the COMMIT failed: the images stay the attempt's, not a result
                 os.rename(final, staging)
@@ -360,6 +459,7 @@ class JobStore:
             self._close_attempt(db, job_id, attempt, reason, now)
             db.execute("UPDATE jobs SET state = ?, error = ?, category = ?, updated_at = ?, finished_at = ? "
                        "WHERE id = ?", (state, error, category, now, now, job_id))
+            self._enqueue_webhook(db, job_id, now)
         shutil.rmtree(self.staging_dir(job_id, attempt), ignore_errors=True)
         return True
 
@@ -377,10 +477,12 @@ class JobStore:
             if cancel:
                 db.execute("UPDATE jobs SET state = ?, updated_at = ?, finished_at = ? WHERE id = ?",
                            (CANCELLED, now, now, job_id))
+                self._enqueue_webhook(db, job_id, now)
             elif reason not in NOT_COUNTED_REASONS and len(rows) >= max_attempts:
                 history = "; ".join(f"attempt {r['number']} on {r['instance']}: {r['reason']}" for r in rows)
                 db.execute("UPDATE jobs SET state = ?, error = ?, updated_at = ?, finished_at = ? WHERE id = ?",
                            (FAILED, f"gave up after {len(rows)} attempts ({history})", now, now, job_id))
+                self._enqueue_webhook(db, job_id, now)
             else:
                 db.execute("UPDATE jobs SET state = ?, updated_at = ? WHERE id = ?", (QUEUED, now, job_id))
         shutil.rmtree(self.staging_dir(job_id, attempt), ignore_errors=True)
@@ -405,9 +507,61 @@ class JobStore:
             if row["state"] == QUEUED:
                 db.execute("UPDATE jobs SET state = ?, updated_at = ?, finished_at = ? WHERE id = ?",
                            (CANCELLED, now, now, job_id))
+                self._enqueue_webhook(db, job_id, now)
             elif row["state"] == RUNNING:
                 db.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, job_id))
         return self._get(job_id)
+
+    def _enqueue_webhook(self, db: sqlite3.Connection, job_id: str, now: float) -> None:
+        """The job's final-state event into the outbox, if it asked for a webhook.
+
+        Called inside the transaction that sets the final state: both are written, or neither.
+        """
+        row = db.execute("SELECT request, state, error, category, images FROM jobs WHERE id = ?",
+                         (job_id,)).fetchone()
+        url = (json.loads(row["request"]).get("webhook") or {}).get("url")
+        if url is None or row["state"] not in WEBHOOK_EVENTS:
+            return
+        images = json.loads(row["images"])
+        data = {"job_id": job_id, "state": row["state"], "status_url": f"/v1/jobs/{job_id}",
+                "images": [f"/v1/jobs/{job_id}/images/{n}" for n in range(len(images))],
+                "error": row["error"], "category": row["category"],
+                "attempts": db.execute("SELECT COUNT(*) FROM attempts WHERE job_id = ?", (job_id,)).fetchone()[0]}
+        db.execute("INSERT INTO webhook_outbox (id, job_id, url, event, payload, created_at, state, "
+                   "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO NOTHING",
+                   (f"msg_{uuid.uuid4().hex}", job_id, url, WEBHOOK_EVENTS[row["state"]],
+                    json.dumps(data, ensure_ascii=False), now, WEBHOOK_PENDING, now))
+
+    def _claim_webhooks(self, owner: str, lease_s: float, limit: int) -> list[WebhookDelivery]:
+        now = time.time()
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT * FROM webhook_outbox WHERE state = ? AND next_attempt_at <= ? "
+                "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at LIMIT ?",
+                (WEBHOOK_PENDING, now, now, limit)).fetchall()
+            for row in rows:
+                db.execute("UPDATE webhook_outbox SET lease_owner = ?, lease_until = ? WHERE id = ?",
+                           (owner, now + lease_s, row["id"]))
+        return [WebhookDelivery(row["id"], row["job_id"], row["url"], row["event"], json.loads(row["payload"]),
+                                row["created_at"], row["attempts"], owner, now + lease_s) for row in rows]
+
+    def _record_webhook_attempt(self, delivery_id: str, owner: str, state: str, status: int | None,
+                                error: str | None, next_attempt_at: float) -> bool:
+        now = time.time()
+        finished = None if state == WEBHOOK_PENDING else now
+        with self._transaction() as db:
+            changed = db.execute(
+                "UPDATE webhook_outbox SET attempts = attempts + 1, state = ?, last_status = ?, "
+                "last_error = ?, next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, "
+                "finished_at = ? WHERE id = ? AND state = ? AND lease_owner = ?",
+                (state, status, error, next_attempt_at, finished, delivery_id, WEBHOOK_PENDING,
+                 owner)).rowcount
+        return changed == 1
+
+    def _next_webhook_due(self) -> float | None:
+        row = self._db.execute("SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM "
+                               "webhook_outbox WHERE state = ?", (WEBHOOK_PENDING,)).fetchone()
+        return row[0]
 
     def _get(self, job_id: str) -> Job | None:
         row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -415,7 +569,9 @@ class JobStore:
             return None
         attempts = self._db.execute("SELECT * FROM attempts WHERE job_id = ? ORDER BY number",
                                     (job_id,)).fetchall()
-        return _job(row, attempts)
+        outbox = self._db.execute("SELECT state, attempts, last_status, last_error FROM webhook_outbox "
+                                  "WHERE job_id = ?", (job_id,)).fetchone()
+        return _job(row, attempts, outbox)
 
     def _list(self, state: str | None, limit: int) -> list[Job]:
         if state is None:
@@ -424,6 +580,13 @@ class JobStore:
         else:
             rows = self._db.execute("SELECT id FROM jobs WHERE state = ? ORDER BY created_at DESC, "
                                     "rowid DESC LIMIT ?", (state, limit)).fetchall()
+        return [job for row in rows if (job := self._get(row["id"])) is not None]
+
+    def _list_source(self, source: str, states: tuple[str, ...], limit: int) -> list[Job]:
+        marks = ",".join("?" * len(states))
+        rows = self._db.execute(f"SELECT id FROM jobs WHERE json_extract(request, '$.source') = ? AND state IN "
+                                f"({marks}) ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                                (source, *states, limit)).fetchall()
         return [job for row in rows if (job := self._get(row["id"])) is not None]
 
     def _counts(self) -> dict[str, int]:
@@ -457,9 +620,15 @@ class _Transaction:
         self.db.execute("ROLLBACK")
 
 
-def _job(row: sqlite3.Row, attempts: list[sqlite3.Row]) -> Job:
+def _job(row: sqlite3.Row, attempts: list[sqlite3.Row], outbox: sqlite3.Row | None) -> Job:
+    request = json.loads(row["request"])
+    webhook = None
+    if outbox is not None:
+        webhook = WebhookStatus(outbox["state"], outbox["attempts"], outbox["last_status"], outbox["last_error"])
+    elif request.get("webhook"):
+        webhook = WebhookStatus(WEBHOOK_WAITING)
     return Job(
-        id=row["id"], state=row["state"], request=json.loads(row["request"]),
+        id=row["id"], state=row["state"], request=request, webhook=webhook,
         created_at=row["created_at"], updated_at=row["updated_at"], started_at=row["started_at"],
         finished_at=row["finished_at"], error=row["error"], category=row["category"],
         images=json.loads(row["images"]), idempotency_key=row["idempotency_key"],

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from .states import InstanceState, JobState
 
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
+GUARD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60)
 
 
 class ServiceMetrics:
@@ -30,8 +31,15 @@ class ServiceMetrics:
         self.attempts = Counter("cak_job_attempts", "Attempts ended, by reason", ["reason"],
                                 registry=self.registry)
         self.safety_rejections = Counter(
-            "cak_safety_rejections", "Requests refused by a safety check, by where and category",
-            ["stage", "category"], registry=self.registry)
+            "cak_safety_rejections",
+            "Requests refused by a safety check, by stage (lexicon and guard before the queue, the "
+            "workflow's prompt or image gate) and category", ["stage", "category"], registry=self.registry)
+        self.guard_latency = Histogram(
+            "cak_guard_latency_seconds", "Time the guard stage took per text it judged (cache hits excluded)",
+            buckets=GUARD_BUCKETS, registry=self.registry)
+        self.webhook_deliveries = Counter(
+            "cak_webhook_deliveries", "Webhook tries, by outcome (delivered, retry, gone, failed)",
+            ["outcome"], registry=self.registry)
         self.registry.register(_PoolCollector(snapshot))
 
     def set_job_counts(self, counts: dict[str, int]) -> None:

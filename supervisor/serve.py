@@ -16,11 +16,14 @@ from typing import Any
 
 import yaml
 from aiohttp import web
+from cute_animal_kids.guard_model import GuardUnavailable
 
 from cak.install_state import NotInstalledError
 
 from .api import create_app
+from .comfy_door import ComfyDoor
 from .command import supervisor_command
+from .guard_stage import load_guard
 from .http_protocol import ApiRunner
 from .job_request import FieldError
 from .service import JobService
@@ -67,9 +70,17 @@ async def serve(config_path: Path | None, demo: bool = False, log_json: bool = F
     _json_lines = log_json
     try:
         settings = load_settings(config_path, demo_overrides(config_path) if demo else None)
-        service = JobService(settings)
+        guard = None
+        if settings.guard is not None:  # loaded before any ComfyUI starts: a bad path stops `up` here
+            say(f"loading the guard model from {settings.guard.model_path}...")
+            guard = await asyncio.to_thread(load_guard, settings.guard.model_path, settings.guard.device)
+        service = JobService(settings, guard=guard)
+        door_settings = settings.comfy_api
     except (ConfigError, NotInstalledError) as exc:
         say(f"configuration problem:\n{exc}", error=True)
+        return 2
+    except GuardUnavailable as exc:
+        say(f"configuration problem:\nguard.model_path: {exc}", error=True)
         return 2
     http = settings.http
     if not http.loopback and not http.token:
@@ -88,6 +99,16 @@ async def serve(config_path: Path | None, demo: bool = False, log_json: bool = F
     port = runner.addresses[0][1]
     url = f"http://{'127.0.0.1' if http.host in ('0.0.0.0', '::') else http.host}:{port}"
     say(f"Cute Animal Kids job service on {url} (API: {url}/v1/openapi.yaml)")
+    door = ComfyDoor(service, door_settings, http.token) if door_settings is not None else None
+    if door is not None:
+        try:
+            await door.start()
+        except OSError as exc:
+            say(f"cannot listen on {door_settings.host}:{door_settings.port} ({exc.strerror}): "  # type: ignore[union-attr]
+                "set comfy_api.port in --config", error=True)
+            await runner.cleanup()
+            return 1
+        say(f"ComfyUI API of the pool on http://{door_settings.host}:{door.port}")  # type: ignore[union-attr]
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -109,6 +130,8 @@ async def serve(config_path: Path | None, demo: bool = False, log_json: bool = F
         if demo_task is not None:
             demo_task.cancel()
         await service.stop(hurry)
+        if door is not None:  # after the drain: its clients hear how their running prompts ended
+            await door.stop()
         await runner.cleanup()
         say("stopped.")
     return 0
@@ -140,7 +163,7 @@ async def _demo_first_job(service: JobService, url: str) -> None:
             try:
                 async with asyncio.timeout(5.0):
                     event = await queue.get()
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             if event["type"] == "progress":
                 percent = int(event["fraction"] * 100)

@@ -2,7 +2,9 @@
 
 Submission lives here (not in the HTTP handler) so the API and the ``--demo`` first job take the
 same path: fields checked, the child-safety text check before anything is queued, the workflow's
-own limits, then one durable row.
+own limits, then one durable row. The child-safety check has two stages: the lexicon
+(``check_text``, always) and, when ``guard`` is configured, the Qwen3Guard model on what the lexicon
+passed (``guard_stage``, off the event loop; docs/safety.md).
 """
 
 from __future__ import annotations
@@ -10,25 +12,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from cute_animal_kids.guard_model import UNAVAILABLE as GUARD_UNAVAILABLE
+from cute_animal_kids.guard_model import Guard, GuardDecision
 from cute_animal_kids.text_safety import TextSafetyDecision, check_text, get_checker
 
 from cak.install_state import WORKFLOWS_DIR
 
 from .dispatcher import Dispatcher
+from .guard_stage import GuardStage
 from .job_events import JobEvents
 from .job_request import parse_job_request
 from .job_store import QUEUED, REJECTED, Job, JobStore
 from .metrics import ServiceMetrics
 from .pool import Pool
-from .settings import Settings
+from .settings import JobsSettings, Settings
 from .states import SERVING_STATES
+from .webhook_delivery import WebhookSender
 from .workflow_catalog import WorkflowCatalog
 
 log = logging.getLogger("supervisor.service")
 RETENTION_INTERVAL_S = 3600.0
+
+
+
+def prequeue_decision(text: str, jobs: JobsSettings) -> TextSafetyDecision:
+    """The text gate's decision before a job is queued (the workflow's KidsTextSafety node makes
+    the same call, with its ``strict`` option set like ``jobs.strict_text_gate``)."""
+    return check_text(text, strict=jobs.strict_text_gate)
 
 
 class ServiceUnavailable(Exception):
@@ -39,11 +53,16 @@ class ServiceUnavailable(Exception):
 class Submitted:
     job: Job
     created: bool  # False: an earlier job with the same idempotency key
-    unsafe: TextSafetyDecision | None = None  # set when the text check refused it
+    unsafe: TextSafetyDecision | GuardDecision | None = None  # set when a safety stage refused it
+
+
+UNSAFE_ERROR = "the prompt was judged unsafe for children"
+GUARD_UNAVAILABLE_ERROR = "the safety guard could not judge the prompt, so it was refused; try again later"
 
 
 class JobService:
-    def __init__(self, settings: Settings, pool: Pool | None = None) -> None:
+    def __init__(self, settings: Settings, pool: Pool | None = None, guard: Guard | None = None) -> None:
+        """``guard``: the loaded guard model (``guard_stage.load_guard``) when ``guard`` is configured."""
         self.settings = settings
         self.pool = pool or Pool(settings)
         self.store = JobStore(settings.jobs.db_path, settings.jobs.images_dir)
@@ -52,6 +71,13 @@ class JobService:
         self.catalog = WorkflowCatalog({}, settings.jobs.allow_graphs)
         self.dispatcher = Dispatcher(self.pool, self.store, self.catalog, self.events, self.metrics,
                                      max_attempts=settings.jobs.max_attempts)
+        self.guard: GuardStage | None = None
+        if guard is not None and settings.guard is not None:
+            self.guard = GuardStage(guard, timeout_s=settings.guard.timeout_s,
+                                    max_concurrency=settings.guard.max_concurrency,
+                                    controversial=settings.guard.controversial,
+                                    latency=self.metrics.guard_latency)
+        self.webhooks = WebhookSender(self.store, settings.webhooks, self.metrics)
         self.accepting = False
         self._refusal = "starting"  # why no job is taken while ``accepting`` is False
         self._background: set[asyncio.Task[Any]] = set()
@@ -61,6 +87,7 @@ class JobService:
         recovered = await self.store.open()
         if recovered:
             log.warning("requeued %d job(s) left running by the previous supervisor", recovered)
+        self.webhooks.start()  # pending deliveries go out while the instances start
         self.catalog.workflows = (await asyncio.to_thread(
             WorkflowCatalog.load, WORKFLOWS_DIR, self.settings.jobs.allow_graphs)).workflows
         await asyncio.to_thread(get_checker)  # loads the word lists once, off the event loop
@@ -88,6 +115,9 @@ class JobService:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.pool.stop()
+        if self.guard is not None:
+            self.guard.close()
+        await self.webhooks.stop()
         await self.store.close()
 
     def in_background(self, coro: Any, name: str) -> None:
@@ -101,6 +131,22 @@ class JobService:
         if not task.cancelled() and task.exception() is not None:
             log.error("%s failed: %s", task.get_name(), task.exception())
 
+    async def _safety_check(self, texts: Iterable[str]
+                            ) -> tuple[str, TextSafetyDecision | GuardDecision] | None:
+        """``(stage, decision)`` of the first refusal, or None: the lexicon on every text first (cheap,
+        exact), then the guard on each text the lexicon passed."""
+        texts = list(texts)
+        for text in texts:
+            decision = prequeue_decision(text, self.settings.jobs)
+            if not decision.safe:
+                return "lexicon", decision
+        if self.guard is not None:
+            for text in texts:
+                verdict = await self.guard.check(text)
+                if not verdict.safe:
+                    return "guard", verdict
+        return None
+
     def ready_instances(self) -> int:
         return sum(1 for snap in self.pool.snapshot() if snap.state in SERVING_STATES)
 
@@ -110,18 +156,20 @@ class JobService:
             raise ServiceUnavailable(f"the service is {self._refusal} and takes no new jobs")
         jobs = self.settings.jobs
         request = parse_job_request(body, max_prompt_chars=jobs.max_prompt_chars,
-                                    allow_graphs=jobs.allow_graphs, default_workflow=jobs.default_workflow)
-        for text in request.texts():
-            decision = check_text(text)
-            if not decision.safe:
-                category = decision.category or "unspecified"
-                job, created = await self.store.submit(
-                    request.to_json(), idempotency_key, state=REJECTED, category=category,
-                    error="the prompt was judged unsafe for children")
-                if created:
-                    self.metrics.safety_rejections.labels("prompt", category).inc()
-                    log.info("prompt rejected before the queue (%s)", category, extra={"job_id": job.id})
-                return Submitted(job, created, decision)
+                                    allow_graphs=jobs.allow_graphs, default_workflow=jobs.default_workflow,
+                                    webhook_policy=self.settings.webhooks.policy)
+        refused = await self._safety_check(request.texts())
+        if refused is not None:
+            stage, decision = refused
+            category = decision.category or "unspecified"
+            error = GUARD_UNAVAILABLE_ERROR if category == GUARD_UNAVAILABLE else UNSAFE_ERROR
+            job, created = await self.store.submit(
+                request.to_json(), idempotency_key, state=REJECTED, category=category, error=error)
+            if created:
+                self.metrics.safety_rejections.labels(stage, category).inc()
+                log.info("prompt rejected before the queue (%s: %s)", stage, category,
+                         extra={"job_id": job.id})
+            return Submitted(job, created, decision)
         request = self.catalog.with_seed(request, idempotency_key)
         self.catalog.build(request)  # the workflow's own limits, before anything is queued
         if (await self.store.counts())[QUEUED] >= jobs.max_queue:

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 import yaml
+from cute_animal_kids.guard_model import CONTROVERSIAL_POLICIES
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -40,8 +41,14 @@ from pydantic_settings import EnvSettingsSource
 
 from cak.install_state import REPO_ROOT, load_state
 
+from .webhook_policy import UrlRefused, WebhookPolicy, parse_url, valid_webhook_secret
+
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 TOKEN_ENV = "CAK_SUPERVISOR_TOKEN"
+WEBHOOK_SECRET_ENV = "CAK_WEBHOOK_SECRET"
+# Sections that are off unless the user's file (or an override) has them: ``defaults.yaml`` holds
+# only the defaults of their keys. The guard needs a model; the ComfyUI door opens a second port.
+OPTIONAL_SECTIONS = ("guard", "comfy_api")
 ENV_PREFIX = "CAK_SUPERVISOR_"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MAX_INSTANCES = 64
@@ -165,9 +172,93 @@ class JobsSettings(_Section):
     max_prompt_chars: StrictInt = Field(ge=1, le=100_000)
     default_workflow: StrictStr = Field(min_length=1)
     allow_graphs: StrictBool
+    strict_text_gate: StrictBool
     max_queue: StrictInt = Field(ge=1, le=10_000_000)
     drain_timeout_s: StrictInt = Field(ge=0, le=86400)
     keep_images_days: StrictInt = Field(ge=0, le=36500)
+
+
+def _bounded(low: float, high: float) -> Any:
+    return Annotated[float, Strict(), Field(ge=low, le=high)]
+
+
+class GuardSettings(_Section):
+    """The Qwen3Guard stage (docs/safety.md): the second opinion after the lexicon."""
+
+    model_path: ConfigPath | None
+    device: StrictStr = Field(pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu, cuda or cuda:N")
+    timeout_s: _bounded(0.1, 600)  # type: ignore[valid-type]
+    controversial: Literal[CONTROVERSIAL_POLICIES]  # type: ignore[valid-type]
+    max_concurrency: StrictInt = Field(ge=1, le=64)
+
+    @field_validator("model_path")
+    @classmethod
+    def _required(cls, path: Path | None) -> Path:
+        if path is None:
+            raise ValueError("required (the Qwen3Guard-Gen checkpoint folder)")
+        return path
+
+
+def _webhook_prefix(entry: str) -> str:
+    try:
+        WebhookPolicy((entry,))
+    except UrlRefused as exc:
+        raise ValueError(str(exc)) from None
+    return entry
+
+
+def _public_url(text: str) -> str:
+    try:
+        return str(parse_url(text)).rstrip("/")
+    except UrlRefused as exc:
+        raise ValueError(str(exc)) from None
+
+
+class WebhooksSettings(_Section):
+    """Signed final-state events to the caller's URL (docs/api.md)."""
+
+    allow: tuple[Annotated[StrictStr, AfterValidator(_webhook_prefix)], ...]
+    secret: StrictStr | None
+    max_attempts: StrictInt = Field(ge=1, le=100)
+    timeout_s: _bounded(0.1, 300)  # type: ignore[valid-type]
+    backoff_base_s: _bounded(0.01, 86400)  # type: ignore[valid-type]
+    backoff_cap_s: _bounded(0.01, 7 * 86400)  # type: ignore[valid-type]
+    inline_images: StrictBool
+    inline_max_bytes: StrictInt = Field(ge=0, le=64 << 20)
+    public_url: Annotated[StrictStr, AfterValidator(_public_url)] | None
+    poll_interval_s: _bounded(0.05, 60)  # type: ignore[valid-type]
+
+    @field_validator("secret")
+    @classmethod
+    def _signing_secret(cls, secret: str | None, info: ValidationInfo) -> str | None:
+        if secret is not None and not valid_webhook_secret(secret):
+            raise ValueError(f"must be 'whsec_' followed by base64 of 24-64 bytes (also {WEBHOOK_SECRET_ENV})")
+        if secret is None and info.data.get("allow"):
+            raise ValueError(f"required when webhooks.allow lists URLs (or set {WEBHOOK_SECRET_ENV})")
+        return secret
+
+    @property
+    def policy(self) -> WebhookPolicy:
+        return WebhookPolicy(self.allow)
+
+
+class ImageGateSettings(_Section):
+    """The supervisor's image gate on every image the ComfyUI door returns."""
+
+    threshold: _bounded(0.0, 1.0) | None  # type: ignore[valid-type]  # None: the pack's threshold
+    action: Literal["replace", "block"]
+
+
+class ComfyApiSettings(_Section):
+    """The ComfyUI-compatible door (docs/comfy_api.md); its token is ``http.token``."""
+
+    host: StrictStr = Field(min_length=1)
+    port: StrictInt = Field(ge=0, le=65535)  # 0: a free port
+    deny_nodes: frozenset[StrictStr]
+    allow_nodes: frozenset[StrictStr] | None  # None: any node class not denied
+    image_gate: ImageGateSettings
+    object_info_ttl_s: _bounded(0, 86400)  # type: ignore[valid-type]
+    history_limit: StrictInt = Field(ge=1, le=100_000)
 
 
 class Settings(_Section):
@@ -186,6 +277,9 @@ class Settings(_Section):
     health: HealthSettings
     http: HttpSettings
     jobs: JobsSettings
+    webhooks: WebhooksSettings
+    guard: GuardSettings | None  # None: no guard stage
+    comfy_api: ComfyApiSettings | None  # None: the door is off
     _base_dir: Path = PrivateAttr(default=REPO_ROOT)
 
     @property
@@ -245,14 +339,19 @@ class Settings(_Section):
 
 def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Defaults, merged with the file at ``path``, then ``overrides``, then the environment."""
-    data = _read_yaml(DEFAULTS_FILE)
+    defaults = _read_yaml(DEFAULTS_FILE)
+    given: dict[str, Any] = {}
     base_dir = REPO_ROOT
     if path is not None:
-        data = merge(data, _read_yaml(Path(path)))
+        given = _read_yaml(Path(path))
         base_dir = Path(path).resolve().parent
     if overrides:
-        data = merge(data, overrides)
-    data = merge(data, _environment())
+        given = merge(given, overrides)
+    given = merge(given, _environment())
+    data = merge(defaults, given)
+    for section in OPTIONAL_SECTIONS:
+        if given.get(section) is None:
+            data[section] = None
     problems = _duplicates(data.get("instances"))
     try:
         settings = Settings.model_validate(data, context={"base_dir": base_dir})
@@ -303,9 +402,9 @@ def _environment() -> dict[str, Any]:
             return value
 
     overrides = scalars(found)
-    token = os.environ.get(TOKEN_ENV)
-    if token:
-        overrides = merge(overrides, {"http": {"token": token}})  # a token is text, never a YAML scalar
+    for variable, section, key in ((TOKEN_ENV, "http", "token"), (WEBHOOK_SECRET_ENV, "webhooks", "secret")):
+        if os.environ.get(variable):  # secrets are text, never YAML scalars
+            overrides = merge(overrides, {section: {key: os.environ[variable]}})
     return overrides
 
 
@@ -386,6 +485,10 @@ def _reason(error: dict[str, Any], owner: type[BaseModel] | None, field: FieldIn
         return "must be a mapping"
     if kind == "missing":
         return "required"
+    if kind == "string_pattern_mismatch" and field is not None and field.description:
+        return f"must be {field.description}"
+    if kind == "literal_error" and field is not None:
+        return f"must be one of {', '.join(map(str, get_args(_strip_none(field.annotation)[0])))}"
     return _expected(field) if field is not None else error["msg"]
 
 
@@ -413,6 +516,8 @@ def _expected(field: FieldInfo) -> str:
             return f"must be an integer {low}-{high}"
         return f"must be an integer >= {low}" if low is not None else "must be an integer"
     if base is float:
+        if low is not None and high is not None:
+            return f"must be a number {low:g}-{high:g}{or_null}"
         bound = f" {'>' if exclusive else '>='} {low:g}" if low is not None else ""
         return f"must be a number{bound}{or_null}"
     if base is str:
@@ -437,7 +542,10 @@ def _strip_none(annotation: Any) -> tuple[Any, bool]:
 
 
 def _annotated_metadata(annotation: Any) -> list[Any]:
-    return list(getattr(annotation, "__metadata__", ()))
+    found: list[Any] = []
+    for meta in getattr(annotation, "__metadata__", ()):
+        found.extend(meta.metadata if isinstance(meta, FieldInfo) else [meta])  # Field() inside Annotated
+    return found
 
 
 def _base_type(annotation: Any) -> Any:

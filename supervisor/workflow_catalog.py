@@ -8,6 +8,7 @@ stored request, so a retry runs exactly what was accepted.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import random
 import re
@@ -56,8 +57,7 @@ class WorkflowCatalog:
             seed = random.randint(0, SEED_MAX)
         else:
             seed = int.from_bytes(hashlib.sha256(idempotency_key.encode()).digest()[:4], "big")
-        return JobRequest(workflow=request.workflow, prompt=request.prompt,
-                          params={**request.params, "seed": seed})
+        return dataclasses.replace(request, params={**request.params, "seed": seed})
 
     def build(self, request: JobRequest) -> dict[str, Any]:
         """The API graph for a request; ``FieldError`` naming the field the workflow refuses."""

@@ -19,6 +19,7 @@ from cak.comfy_process import free_port
 from cak.install_state import REPO_ROOT
 from supervisor.states import SERVING_STATES, TERMINAL_STATES, JobState
 
+PACK_PARENT = REPO_ROOT / "custom_nodes"
 FINAL_STATES = TERMINAL_STATES
 # A job that samples long enough (~11 s on an idle 2-core machine, 100 steps at 768²) for a test to
 # act while it runs: kill, cancel. Smaller jobs finished between two polls when CI was idle.
@@ -29,7 +30,9 @@ class SupervisorProcess:
     """One supervisor process with its own config, output root, database and port."""
 
     def __init__(self, base_dir: Path, *, instances: int = 1, token: str | None = None,
-                 jobs: dict[str, Any] | None = None, health: dict[str, Any] | None = None) -> None:
+                 jobs: dict[str, Any] | None = None, health: dict[str, Any] | None = None,
+                 guard: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+                 webhooks: dict[str, Any] | None = None) -> None:
         self.base_dir = base_dir
         self.port = free_port()
         self.token = token
@@ -44,6 +47,11 @@ class SupervisorProcess:
         }
         if health:
             config["health"] = health
+        if guard:
+            config["guard"] = guard
+        self.extra_env = env or {}
+        if webhooks:
+            config["webhooks"] = webhooks
         base_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(config))
         self.popen: subprocess.Popen[bytes] | None = None
@@ -52,7 +60,11 @@ class SupervisorProcess:
     # ------------------------------------------------------------------ process
 
     def start(self, ready: int = 1, timeout: float = 300.0) -> "SupervisorProcess":
-        env = {k: v for k, v in os.environ.items() if k not in ("CAK_SUPERVISOR_TOKEN", "CAK_SUPERVISOR_URL")}
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("CAK_SUPERVISOR_TOKEN", "CAK_SUPERVISOR_URL", "CAK_WEBHOOK_SECRET")}
+        # This checkout's pack first: a venv shared between checkouts has one .pth naming only one.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACK_PARENT), env.get("PYTHONPATH")]))
+        env.update(self.extra_env)
         log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "up", "--config", str(self.config_path), "--log-json"],

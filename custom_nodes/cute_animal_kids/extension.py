@@ -7,6 +7,7 @@ from typing_extensions import override
 from comfy_api.latest import ComfyExtension, io
 
 from .memory_route import register_memory_route
+from .nodes_guard import KidsGuard, register_model_folder
 from .nodes_image_safety import KidsImageSafety
 from .nodes_memory import FreeMemory, OffloadTextEncoder
 from .nodes_prompt import CuteAnimalPrompt
@@ -19,9 +20,11 @@ class CuteAnimalKidsExtension(ComfyExtension):
         # ComfyUI 0.3.75 never calls ComfyExtension.on_load; this runs while custom nodes load,
         # before the server copies its route table into the web app.
         register_memory_route()
+        register_model_folder()
         return [
             CuteAnimalPrompt,
             KidsTextSafety,
+            KidsGuard,
             KidsImageSafety,
             OffloadTextEncoder,
             FreeMemory,

@@ -2,7 +2,8 @@
 
 ``OffloadTextEncoder`` unloads the text encoder as soon as the prompt is encoded: on Qwen-Image the
 encoder is ~9 GB that sampling never needs. ``FreeMemory`` unloads all models and can ask ComfyUI's
-worker to drop its cached node outputs once the prompt is done, as the ``/free`` route does.
+worker to drop its cached node outputs once the prompt is done, as the ``/free`` route does; it also
+unloads the Kids Guard's Qwen3Guard weights, which ComfyUI's model management does not know about.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing_extensions import override
 from comfy_api.latest import io
 from server import PromptServer
 
+from .guard_model import unload_shared as unload_guards
 from .model_memory import unload_all, unload_patcher
 
 CATEGORY = "Cute Animal Kids/Memory"
@@ -89,7 +91,7 @@ class FreeMemory(io.ComfyNode):
                 io.Boolean.Input(
                     "unload_models",
                     default=True,
-                    tooltip="Unload all models now, and again once the prompt is done.",
+                    tooltip="Unload all models (the Kids Guard's too) now, and again once the prompt is done.",
                 ),
                 io.Boolean.Input(
                     "drop_cached_outputs",
@@ -113,7 +115,7 @@ class FreeMemory(io.ComfyNode):
     def execute(cls, value: Any, unload_models: bool, drop_cached_outputs: bool) -> io.NodeOutput:
         queue = PromptServer.instance.prompt_queue
         if unload_models:
-            unloaded = unload_all()
+            unloaded = unload_all() + unload_guards()  # the guard is not a ComfyUI-managed model
             logging.info("Free Memory: unloaded %s", unloaded or "nothing (none loaded)")
             # Models that nodes running after this one load are unloaded by the worker at the end.
             queue.set_flag("unload_models", True)

@@ -6,9 +6,8 @@ before queueing, so the node and the service cannot disagree.
 
 from __future__ import annotations
 
-from typing_extensions import override
-
 from comfy_api.latest import io
+from typing_extensions import override
 
 from .text_safety import UnsafePromptError, check_text
 
@@ -33,6 +32,14 @@ class KidsTextSafety(io.ComfyNode):
                     force_input=True,
                     tooltip="The prompt to check, e.g. the positive output of Cute Animal Prompt "
                     "(not the negative one, which names unsafe things on purpose).",
+                ),
+                io.Boolean.Input(
+                    "strict",
+                    default=False,
+                    optional=True,
+                    tooltip="Strict mode for the youngest audience: also refuse any word outside the "
+                    "kid-safe vocabulary (category unknown_word). Use the same setting as the "
+                    "supervisor's jobs.strict_text_gate.",
                 ),
                 io.String.Input(
                     "negative",
@@ -64,8 +71,8 @@ class KidsTextSafety(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, text: str, negative: str | None = None) -> io.NodeOutput:
-        decision = check_text(text)
+    def execute(cls, text: str, negative: str | None = None, strict: bool = False) -> io.NodeOutput:
+        decision = check_text(text, strict=bool(strict))
         if not decision.safe:
             raise UnsafePromptError(decision)
         return io.NodeOutput(text, decision.to_json(), negative or "")

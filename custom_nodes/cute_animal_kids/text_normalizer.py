@@ -30,14 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import emoji
 import opencc
 from confusable_homoglyphs import confusables
 
 from .pack_data import (
+    PackDataError,
     child_path,
     data_dir,
     load_data_file,
-    PackDataError,
     require_char,
     require_key,
     require_mapping,
@@ -48,8 +49,11 @@ from .pack_data import (
 
 DATA_FILE = "text_safety.yaml"
 
-_DROPPED_CATEGORIES = frozenset({"Mn", "Me", "Cf"})
-"""Combining marks (accents, variation selectors) and format characters (zero-width, bidi)."""
+_DROPPED_CATEGORIES = frozenset({"Mn", "Me", "Cf", "Cs", "Zl", "Zp"})
+"""Stripped before matching: combining marks (accents, variation selectors), format characters
+(zero-width, bidi controls U+202A-U+202E and U+2066-U+2069), lone UTF-16 surrogates (which would
+make OpenCC and every UTF-8 writer raise) and the line/paragraph separators U+2028/U+2029 (hostile
+input hides them inside words: "gu\u2028n" reads "gun")."""
 
 _FOLD_CACHE_LIMIT = 50_000
 """Bound on cached characters so hostile input with many distinct code points cannot grow memory."""
@@ -59,6 +63,20 @@ _SEPARATOR = r"[\W_]"
 
 _LATIN_TERM = re.compile(r"[a-z0-9]+(?:[ \-'.][a-z0-9]+)*")
 """Shape of an English term after folding: letters/digits, single spaces, hyphens, apostrophes."""
+
+
+_SHORT_SPLIT = re.compile(
+    r"(?<![a-z])[a-z]{1,2}([.\-]+)(?=[a-z])"        # "g.un", "ki-ll": a short piece before a dot/dash
+    r"|(?<=[a-z])([.\-]+)[a-z]{1,2}(?![a-z])"       # "gu.n"
+    r"|(?<=[a-z]{2})( )[b-hj-z](?![a-z])"            # "gu n": a lone letter (not "a"/"i") after a word
+    r"|(?<!\S)[b-hj-z]( )(?=[a-z]{2})"                # "k ill"
+)
+"""Dots, dashes or a space splitting a short word: the short-word view joins them up."""
+
+_MASKS = "*#_"
+"""Characters that hide a letter inside a word ("k*ll")."""
+_MIN_MASKED_TERM = 3
+"""Terms shorter than this take no masks (a masked two-letter word is anything)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +99,12 @@ class NormalizedText:
     base: View
     spaced: tuple[View, ...]
     joined: View | None
+    short: View | None = None
+    """The base with separators inside short words dropped ("g.un", "gu n"), when there are any."""
 
     @property
     def latin_views(self) -> tuple[View, ...]:
-        return (self.base, *self.spaced)
+        return (self.base, *self.spaced) if self.short is None else (self.base, *self.spaced, self.short)
 
 
 class TextNormalizer:
@@ -106,6 +126,7 @@ class TextNormalizer:
             sorted({s for symbols in self._letter_alternatives.values() for s in symbols if not s.isalnum()})
         )
         self._homoglyphs = _parse_homoglyphs(homoglyphs, file)
+        self._emoji_words = _parse_emoji_words(data.get("emoji_words", {}), file)
         self._t2s = opencc.OpenCC("t2s")
         self._fold_cache: dict[str, str] = {}
         self._fold_lock = threading.Lock()
@@ -137,6 +158,17 @@ class TextNormalizer:
         folded = self._fold_cache.get(ch)
         if folded is not None:
             return folded
+        if unicodedata.category(ch) in _DROPPED_CATEGORIES:
+            folded = ""
+            with self._fold_lock:
+                self._fold_cache[ch] = folded
+            return folded
+        if not ch.isascii() and ch in emoji.EMOJI_DATA:
+            folded = f" {self._emoji_word(ch)} "
+            with self._fold_lock:
+                if len(self._fold_cache) < _FOLD_CACHE_LIMIT:
+                    self._fold_cache[ch] = folded
+            return folded
         decomposed = unicodedata.normalize("NFKD", ch)
         kept = "".join(c for c in decomposed if unicodedata.category(c) not in _DROPPED_CATEGORIES)
         # Look-alikes are mapped before AND after case folding: Greek "Β" looks like "B" but its
@@ -151,6 +183,17 @@ class TextNormalizer:
             if len(self._fold_cache) < _FOLD_CACHE_LIMIT:
                 self._fold_cache[ch] = folded
         return folded
+
+    def _emoji_word(self, ch: str) -> str:
+        """An emoji read as words: the YAML's reading (``emoji_words``) or its CLDR name.
+
+        So "🔪" is read "kitchen knife" and matched like the words; the YAML pins readings where
+        the name hides what the emoji stands for ("🔫" is named "water pistol" but means a gun).
+        """
+        word = self._emoji_words.get(ch)
+        if word is None:
+            word = emoji.EMOJI_DATA[ch]["en"].strip(":").replace("_", " ")
+        return word.lower()
 
     def fold(self, text: str) -> View:
         """The base view: NFKC/NFKD, case fold, marks and format chars dropped, look-alikes, t2s."""
@@ -185,8 +228,9 @@ class TextNormalizer:
                     view = self._join_runs(base, runs, keep_symbols, split_leading)
                     if view.text != base.text and all(view.text != other.text for other in spaced):
                         spaced.append(view)
+        short = self._join_short_splits(base)
         joined = None if base.text.isascii() else self._join_all(base)
-        return NormalizedText(base, tuple(spaced), joined)
+        return NormalizedText(base, tuple(spaced), joined, short)
 
     def _join_runs(self, base: View, runs: list[re.Match[str]], keep_symbols: bool,
                    split_leading: bool) -> View:
@@ -217,6 +261,18 @@ class TextNormalizer:
         origin.extend(base.origin[position:])
         return View("".join(chars), origin)
 
+    def _join_short_splits(self, base: View) -> View | None:
+        """Drop the separators that split a short word ("g.un", "gu n" -> "gun"), or None."""
+        drop: set[int] = set()
+        for match in _SHORT_SPLIT.finditer(base.text):
+            for group in range(1, 5):
+                if match.group(group) is not None:
+                    drop.update(range(match.start(group), match.end(group)))
+        if not drop:
+            return None
+        keep = [i for i in range(len(base.text)) if i not in drop]
+        return View("".join(base.text[i] for i in keep), [base.origin[i] for i in keep])
+
     def _join_all(self, base: View) -> View:
         """Drop every separator, so "血 腥" and "血.腥" read "血腥"."""
         chars: list[str] = []
@@ -233,11 +289,18 @@ class TextNormalizer:
         """A lexicon term folded like prompts are, with runs of whitespace made single spaces."""
         return " ".join(self.fold(term).text.split())
 
-    def _atom(self, ch: str) -> str:
-        """One character of a term, without quantifier: a leet class, a literal or a separator."""
+    def _atom(self, ch: str, *, masked: bool = False) -> str:
+        """One character of a term, without quantifier: a leet class, a literal or a separator.
+
+        With ``masked`` a letter may also be written as a mask character (``*``, ``#``, ``_``):
+        "k*ll", "s#x" and "n_ked" read as the term. The first letter of a term is never masked,
+        so a row of masks matches nothing.
+        """
         if ch in " -'.":
             return _SEPARATOR
-        alternatives = self._letter_alternatives.get(ch)
+        alternatives = self._letter_alternatives.get(ch, "")
+        if masked and ch.isalpha():
+            alternatives += _MASKS
         if alternatives:
             return "[" + re.escape(ch + alternatives) + "]"
         return re.escape(ch)
@@ -250,8 +313,10 @@ class TextNormalizer:
         of hundreds of terms about a hundred times faster than starting each with a group.
         """
         first = self._atom(folded[0])
+        masked = len(folded) >= _MIN_MASKED_TERM
         rest = "".join(
-            f"{self._atom(ch)}*" if ch in " -'." else f"{self._atom(ch)}+" for ch in folded[1:]
+            f"{self._atom(ch)}*" if ch in " -'." else f"{self._atom(ch, masked=masked)}+"
+            for ch in folded[1:]
         )
         inner = f"{first}*{rest}{tail}"
         return f"{first}(?P<{group}>{inner})" if group else f"{first}{inner}"
@@ -333,12 +398,25 @@ def _parse_homoglyphs(homoglyphs: Mapping[str, Any], file: str) -> dict[str, str
     return mapping
 
 
+def _parse_emoji_words(mapping: Any, file: str) -> dict[str, str]:
+    """``emoji -> reading`` from the optional ``emoji_words`` mapping."""
+    words = require_mapping(mapping, file, "emoji_words", non_empty=False)
+    for ch, word in words.items():
+        path = child_path("emoji_words", ch)
+        if ch not in emoji.EMOJI_DATA:
+            raise PackDataError(f"{file}: {path}: not an emoji")
+        value = require_string(word, file, path, max_length=40)
+        if not _LATIN_TERM.fullmatch(value.lower()):
+            raise PackDataError(f"{file}: {path}: must be English words")
+    return {ch: word.lower() for ch, word in words.items()}
+
+
 def get_normalizer(directory: str | Path | None = None) -> TextNormalizer:
     """The normaliser for a data directory (default: the pack's), built once."""
     return _get_normalizer_for(data_dir(directory).resolve())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _get_normalizer_for(folder: Path) -> TextNormalizer:
     return TextNormalizer(load_data_file(DATA_FILE, folder))
 

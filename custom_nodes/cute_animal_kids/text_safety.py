@@ -36,7 +36,12 @@ from .pack_data import (
     require_mapping,
     require_string_list,
 )
+from .text_context import ContextRules
+from .text_morphology import Stemmer
 from .text_normalizer import DATA_FILE, TextNormalizer, View, get_normalizer
+from .text_pinyin import pinyin_keys
+from .text_split_chars import SplitCharacters
+from .text_strict import StrictVocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +53,15 @@ the message, so tracebacks read "...UnsafePromptError: rejected by Kids Text Saf
 """
 
 LANGUAGES = ("en", "zh")
+EXTRA_DATA_DIR = "text_safety"
+"""Folder (next to ``text_safety.yaml``) of further lexicon files, one per concern, merged in."""
+EMPTY = "empty"
+"""Category of a text with nothing left after normalisation (the API answers 422 for it)."""
+UNKNOWN_WORD = "unknown_word"
+"""Category of strict mode: a content word outside the kid-safe vocabulary."""
+_PINYIN_WORD = re.compile(r"(?<![a-z])[a-z]+[1-5]?(?![a-z])")
+_MAX_PINYIN_WORDS = 4
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _CATEGORY_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
@@ -78,6 +92,8 @@ class TextSafetyDecision:
     categories: tuple[str, ...]
     matched_rule_count: int
     redacted: str
+    empty: bool = False
+    """Nothing but whitespace/invisible characters after normalisation: a client error (422)."""
 
     def to_json(self) -> str:
         """The report for logs and the node's ``report`` output; contains no offending words."""
@@ -88,6 +104,7 @@ class TextSafetyDecision:
                 "categories": list(self.categories),
                 "matched_rule_count": self.matched_rule_count,
                 "redacted": self.redacted,
+                "empty": self.empty,
             },
             ensure_ascii=False,
         )
@@ -111,12 +128,18 @@ class _Hit:
 class TextSafetyChecker:
     """The compiled lexicon of one data directory."""
 
-    def __init__(self, data: Mapping[str, Any], normalizer: TextNormalizer, file: str = DATA_FILE) -> None:
+    def __init__(self, data: Mapping[str, Any], normalizer: TextNormalizer, file: str = DATA_FILE,
+                 extra: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self._normalizer = normalizer
         categories = require_mapping(require_key(data, "categories", file, ""), file, "categories")
+        allow_data = require_mapping(require_key(data, "allow", file, ""), file, "allow")
+        categories, allow_data, extra_sections = _merge_extra(categories, allow_data, extra or {}, file)
         self.categories: tuple[str, ...] = tuple(categories)
         self._severity = {name: rank for rank, name in enumerate(self.categories)}
 
+        self._pinyin_ignore = frozenset(extra_sections.get("pinyin", {}).get("ignore", []))
+        self._pinyin: dict[str, int] = {}
+        """Tone-less reading ("zisha") -> rule of the Chinese term."""
         rules: list[_Rule] = []
         branches: dict[str, list[tuple[int, str]]] = {language: [] for language in LANGUAGES}
         for name, entry in categories.items():
@@ -137,7 +160,20 @@ class TextSafetyChecker:
                     pattern = self._pattern(term, language, file, child_path(terms_path, index), group=group)
                     branches[language].append((len(self._normalizer.fold_term(term)), pattern))
                     rules.append(_Rule(name, language, term))
+                    if language == "zh":
+                        # Pinyin of a multi-syllable Chinese term is one more English alternative
+                        # of the same rule: "zisha", "zi sha", "zi-sha" all read 自杀.
+                        for key in pinyin_keys(self._normalizer.fold_term(term), self._pinyin_ignore):
+                            self._pinyin.setdefault(key.replace(" ", ""), len(rules) - 1)
         self._rules = tuple(rules)
+        self._stemmer = Stemmer(
+            (rule.term, index) for index, rule in enumerate(rules) if rule.language == "en"
+        )
+        zh_chars = {ch for rule in rules if rule.language == "zh" for ch in rule.term}
+        self._split = SplitCharacters(zh_chars, extra_sections.get("split_characters", {}))
+        self._context = ContextRules(extra_sections.get("context", {}), self.categories, self._normalizer)
+        self._strict_data = extra_sections.get("strict_vocabulary", {})
+        self._strict: StrictVocabulary | None = None
         for language in LANGUAGES:
             # Longest first: the regex takes the first alternative that matches at a position, and
             # the longest one gives the cleanest redaction ("血腥" rather than "血" + "腥").
@@ -145,7 +181,7 @@ class TextSafetyChecker:
         self._latin = re.compile("(?<![a-z])(?:" + "|".join(p for _, p in branches["en"]) + ")(?![a-z])")
         self._cjk = re.compile("|".join(p for _, p in branches["zh"]))
 
-        allow = require_mapping(require_key(data, "allow", file, ""), file, "allow")
+        allow = allow_data
         self._allow: dict[str, tuple[re.Pattern[str], ...]] = {}
         for language in LANGUAGES:
             path = child_path("allow", language)
@@ -176,26 +212,86 @@ class TextSafetyChecker:
             raise PackDataError(f"{file}: {path}: matches the empty string")
         return pattern
 
-    def check(self, text: str) -> TextSafetyDecision:
-        """Decide whether ``text`` is fit for a children's picture prompt."""
+    def check(self, text: str, *, strict: bool = False) -> TextSafetyDecision:
+        """Decide whether ``text`` is fit for a children's picture prompt.
+
+        ``strict`` (the youngest audience) also refuses any content word outside the kid-safe
+        vocabulary, with category ``unknown_word``.
+        """
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, not {type(text).__name__}")
+        shown = _printable(text)
         views = self._normalizer.views(text)
+        if not views.base.text.strip():
+            return TextSafetyDecision(False, EMPTY, (EMPTY,), 0, shown, empty=True)
         hits: list[_Hit] = []
         for view in views.latin_views:
             hits.extend(self._scan(view, self._latin, "en"))
+            hits.extend(self._stem_hits(view))
+        hits.extend(self._pinyin_hits(views.base))
         if views.joined is not None:
             hits.extend(self._scan(views.joined, self._cjk, "zh"))
-        if not hits:
-            return TextSafetyDecision(True, None, (), 0, text)
+            recomposed = self._split.recompose(views.joined)
+            if recomposed is not None:
+                hits.extend(self._scan(recomposed, self._cjk, "zh"))
+        context_hits = self._context.hits(views)
+        if not hits and not context_hits:
+            if strict:
+                return self._strict_check(views, shown)
+            return TextSafetyDecision(True, None, (), 0, shown)
+        return self._reject(shown, hits, context_hits)
+
+    def _reject(self, text: str, hits: list[_Hit], context_hits: list[tuple[str, int, int, str]]
+                ) -> TextSafetyDecision:
 
         rules = {hit.rule for hit in hits}
-        categories = tuple(sorted({self._rules[r].category for r in rules}, key=self._severity.__getitem__))
+        found = {self._rules[r].category for r in rules} | {c for c, _, _, _ in context_hits}
+        categories = tuple(sorted(found, key=self._severity.__getitem__))
+        count = len(rules) + len({name for _, _, _, name in context_hits})
         if logger.isEnabledFor(logging.DEBUG):
             terms = sorted({(self._rules[r].category, self._rules[r].term) for r in rules})
-            logger.debug("text safety hits: %s", terms)
-        logger.info("text rejected: categories=%s rules=%d", ",".join(categories), len(rules))
-        return TextSafetyDecision(False, categories[0], categories, len(rules), self._redact(text, hits))
+            logger.debug("text safety hits: %s; context rules: %s", terms,
+                         sorted({name for _, _, _, name in context_hits}))
+        logger.info("text rejected: categories=%s rules=%d", ",".join(categories), count)
+        spans = [(h.start, h.end, self._severity[self._rules[h.rule].category]) for h in hits]
+        spans += [(start, end, self._severity[c]) for c, start, end, _ in context_hits]
+        return TextSafetyDecision(False, categories[0], categories, count,
+                                  _redact(text, spans, self.categories))
+
+    def _stem_hits(self, view: View) -> list[_Hit]:
+        """English morphology: a word whose stem is a lexicon word's stem ("nakedness", "stabbings")."""
+        found = self._stemmer.hits(view.text)
+        if not found:
+            return []
+        allowed = self._allowed_spans(view.text, "en")
+        return [_Hit(rule, view.origin[start], view.origin[end - 1] + 1) for rule, start, end in found
+                if not any(a <= start and end <= b for a, b in allowed)]
+
+    def _pinyin_hits(self, view: View) -> list[_Hit]:
+        """Runs of 1-4 Latin words that spell a Chinese term's reading ("zisha", "zi sha", "zi4 sha1")."""
+        words = [(m.start(), m.end(), m.group().rstrip("12345")) for m in _PINYIN_WORD.finditer(view.text)]
+        found = []
+        for i in range(len(words)):
+            key = ""
+            for j in range(i, min(i + _MAX_PINYIN_WORDS, len(words))):
+                key += words[j][2]
+                rule = self._pinyin.get(key)
+                if rule is not None:
+                    found.append(_Hit(rule, view.origin[words[i][0]], view.origin[words[j][1] - 1] + 1))
+                    break
+        return found
+
+    def _strict_check(self, views: Any, text: str) -> TextSafetyDecision:
+        if self._strict is None:
+            self._strict = StrictVocabulary(self._strict_data, self._normalizer)
+        unknown = self._strict.unknown_spans(views)
+        if not unknown:
+            return TextSafetyDecision(True, None, (), 0, text)
+        logger.info("text rejected: categories=%s words=%d", UNKNOWN_WORD, len(unknown))
+        rank = len(self.categories)
+        return TextSafetyDecision(False, UNKNOWN_WORD, (UNKNOWN_WORD,), len(unknown),
+                                  _redact(text, [(a, b, rank) for a, b in unknown],
+                                          (*self.categories, UNKNOWN_WORD)))
 
     def _scan(self, view: View, pattern: re.Pattern[str], language: str) -> list[_Hit]:
         hits: list[_Hit] = []
@@ -205,7 +301,8 @@ class TextSafetyChecker:
             start, end = match.span()
             if allowed_spans is None:
                 allowed_spans = self._allowed_spans(view.text, language)
-            if any(a <= start and end <= b for a, b in allowed_spans):
+            if any((a <= start and end <= b) if language == "en" else (a < end and start < b)
+                   for a, b in allowed_spans):
                 position = start + 1
                 continue
             rule = int(match.lastgroup[1:])  # type: ignore[index]  # every alternative has a named group
@@ -223,24 +320,75 @@ class TextSafetyChecker:
                 position = match.start() + 1
         return spans
 
-    def _redact(self, text: str, hits: list[_Hit]) -> str:
-        """``text`` with every hit (merged where they overlap) replaced by ``[category]``."""
-        merged: list[list[int]] = []  # [start, end, severity rank]
-        for hit in sorted(hits, key=lambda h: (h.start, h.end)):
-            rank = self._severity[self._rules[hit.rule].category]
-            if merged and hit.start < merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], hit.end)
-                merged[-1][2] = min(merged[-1][2], rank)
+
+def _printable(text: str) -> str:
+    """``text`` with lone surrogates replaced by U+FFFD, so reports can always be encoded."""
+    if text.isascii():
+        return text
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _redact(text: str, spans: list[tuple[int, int, int]], names: tuple[str, ...]) -> str:
+    """``text`` with every span (merged where they overlap) replaced by ``[category]``."""
+    merged: list[list[int]] = []  # [start, end, severity rank]
+    for start, end, rank in sorted(spans):
+        if merged and start < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+            merged[-1][2] = min(merged[-1][2], rank)
+        else:
+            merged.append([start, end, rank])
+    parts: list[str] = []
+    position = 0
+    for start, end, rank in merged:
+        parts.append(text[position:start])
+        parts.append(f"[{names[rank]}]")
+        position = end
+    parts.append(text[position:])
+    return "".join(parts)
+
+
+def _merge_extra(categories: dict[str, Any], allow: dict[str, Any],
+                 extra: Mapping[str, Mapping[str, Any]], file: str
+                 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Merge the files of ``data/text_safety/`` into the main lexicon.
+
+    Their ``categories`` and ``allow`` lists extend the main file's (a new category goes after the
+    main file's, i.e. is less severe); any other top-level section (``context``, ``pinyin``,
+    ``split_characters``, ``strict_vocabulary``) is handed to the mechanism that owns it.
+    """
+    categories = {name: {lang: list(terms) for lang, terms in require_mapping(entry, file, name).items()}
+                  for name, entry in categories.items()}
+    allow = {lang: list(require_string_list(phrases, file, f"allow.{lang}", non_empty=False))
+             if isinstance(phrases, list) else phrases for lang, phrases in allow.items()}
+    sections: dict[str, Any] = {}
+    for name, data in extra.items():
+        for key, value in data.items():
+            if key == "categories":
+                for category, entry in require_mapping(value, name, "categories").items():
+                    target = categories.setdefault(category, {lang: [] for lang in LANGUAGES})
+                    for lang, terms in require_mapping(entry, name, category).items():
+                        if lang not in LANGUAGES:
+                            raise PackDataError(f"{name}: categories.{category}.{lang}: unknown language")
+                        target.setdefault(lang, []).extend(
+                            t for t in require_string_list(terms, name, f"categories.{category}.{lang}",
+                                                           non_empty=False, unique=False)
+                            if t not in target[lang])
+            elif key == "allow":
+                for lang, phrases in require_mapping(value, name, "allow").items():
+                    allow.setdefault(lang, []).extend(
+                        p for p in require_string_list(phrases, name, f"allow.{lang}", non_empty=False,
+                                                       unique=False) if p not in allow.get(lang, []))
+            elif key in sections and isinstance(sections[key], dict) and isinstance(value, dict):
+                for sub, item in value.items():
+                    if isinstance(item, list) and isinstance(sections[key].get(sub), list):
+                        sections[key][sub] = sections[key][sub] + item
+                    elif isinstance(item, dict) and isinstance(sections[key].get(sub), dict):
+                        sections[key][sub] = {**sections[key][sub], **item}
+                    else:
+                        sections[key][sub] = item
             else:
-                merged.append([hit.start, hit.end, rank])
-        parts: list[str] = []
-        position = 0
-        for start, end, rank in merged:
-            parts.append(text[position:start])
-            parts.append(f"[{self.categories[rank]}]")
-            position = end
-        parts.append(text[position:])
-        return "".join(parts)
+                sections[key] = dict(value) if isinstance(value, dict) else value
+    return categories, allow, sections
 
 
 def get_checker(directory: str | Path | None = None) -> TextSafetyChecker:
@@ -248,11 +396,19 @@ def get_checker(directory: str | Path | None = None) -> TextSafetyChecker:
     return _get_checker_for(data_dir(directory).resolve())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _get_checker_for(folder: Path) -> TextSafetyChecker:
-    return TextSafetyChecker(load_data_file(DATA_FILE, folder), get_normalizer(folder))
+    extra_dir = folder / EXTRA_DATA_DIR
+    extra = {f"{EXTRA_DATA_DIR}/{path.name}": load_data_file(path.name, extra_dir)
+             for path in sorted(extra_dir.glob("*.yaml"))} if extra_dir.is_dir() else {}
+    return TextSafetyChecker(load_data_file(DATA_FILE, folder), get_normalizer(folder), extra=extra)
 
 
-def check_text(text: str) -> TextSafetyDecision:
-    """Check ``text`` against the pack's lexicon; the supervisor calls this before queueing a job."""
-    return get_checker().check(text)
+def check_text(text: str, *, strict: bool = False) -> TextSafetyDecision:
+    """Check ``text`` against the pack's lexicon: the one entry the node and the supervisor call.
+
+    ``strict`` also refuses words outside the kid-safe vocabulary (category ``unknown_word``).
+    A text with nothing left after normalisation is refused with ``empty=True`` (category
+    ``empty``), which the API reports as a client error.
+    """
+    return get_checker().check(text, strict=strict)

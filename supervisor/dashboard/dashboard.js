@@ -296,7 +296,8 @@
 
   function jobSignature(job) {
     const progress = job.progress ? Math.round((job.progress.fraction || 0) * 100) : "";
-    return [job.state, progress, job.images.length, job.category, job.error, job.attempts.length,
+    const hook = job.webhook ? `${job.webhook.state}/${job.webhook.attempts}/${job.webhook.last_status}` : "";
+    return [job.state, progress, job.images.length, job.category, job.error, job.attempts.length, hook,
             Math.floor((Date.now() / 1000 - job.created_at) / 10)].join("|");
   }
 
@@ -358,7 +359,10 @@
       last && job.state !== "queued" ? el("div", {}, el("dt", {}, "Instance"), el("dd", {}, last.instance)) : null,
       attempts.length > 1 ? el("div", {}, el("dt", {}, "Attempts"),
         el("dd", { title: attempts.map((a) => `${a.instance}: ${a.reason || "running"}`).join(", ") },
-          attempts.length)) : null);
+          attempts.length)) : null,
+      job.webhook ? el("div", { className: `webhook webhook-${job.webhook.state}` }, el("dt", {}, "Webhook"),
+        el("dd", { title: job.webhook.last_error || (job.webhook.last_status ? `HTTP ${job.webhook.last_status}` : "") },
+          webhookText(job.webhook))) : null);
     const visual = job.state === "succeeded" && job.images.length > 0 ? imageElement(job) : placeholder(job);
     const item = el("li", { className: `card job state-${job.state}`, "data-job-id": job.id, "data-state": job.state },
       el("figure", { className: "job-figure" }, visual,
@@ -372,6 +376,14 @@
           details,
           job.error && job.state !== "succeeded" ? el("p", { className: "job-error" }, job.error) : null)));
     return item;
+  }
+
+  function webhookText(hook) {
+    // "delivered", "pending (2 tries, last 500)", "failed (8 tries, last 302)", "waiting"...
+    if (hook.attempts === 0) return hook.state;
+    const last = hook.last_status ? `, last ${hook.last_status}` : hook.last_error ? ", no answer" : "";
+    const tries = `${hook.attempts} ${hook.attempts === 1 ? "try" : "tries"}`;
+    return hook.state === "delivered" && hook.attempts === 1 ? "delivered" : `${hook.state} (${tries}${last})`;
   }
 
   function renderJobs(data) {

@@ -9,12 +9,15 @@ token handling and the API are tested as deployed. Chromium is driven by
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cak.comfy_process import free_port
 from tests.browser import Tab, chromium, new_tab, requires_chromium
 from tests.job_service import SupervisorProcess
 
@@ -26,11 +29,16 @@ GOOD_PROMPT = "一只戴帽子的小熊"
 UNSAFE_PROMPT = '<b id="xss">a bear holding a gun</b>'
 # A generous limit that only keeps a broken run from hanging; nothing is asserted about speed.
 START_TIMEOUT_S = 600
+# The rejected job's webhook goes to an allow-listed port where nothing listens: its card shows tries.
+HOOK_URL = f"http://127.0.0.1:{free_port()}/hooks/"
 
 
 @pytest.fixture
 def supervisor(tmp_path: Path):
-    service = SupervisorProcess(tmp_path / "service", instances=2, token=TOKEN, health={"idle_free_s": 0})
+    webhooks = {"allow": [HOOK_URL], "secret": "whsec_" + base64.b64encode(os.urandom(32)).decode(),
+                "max_attempts": 100, "backoff_base_s": 0.5, "backoff_cap_s": 2}
+    service = SupervisorProcess(tmp_path / "service", instances=2, token=TOKEN, health={"idle_free_s": 0},
+                                webhooks=webhooks)
     try:
         service.start(ready=2, timeout=START_TIMEOUT_S)
         yield service
@@ -80,6 +88,8 @@ async def _wait_for_everything(page: Tab, job_id: str, rejected_id: str) -> dict
     width = await page.wait_for(f"(() => {{ const img = {_card('img.thumb', job_id)};"
                                 " return img && img.complete && img.naturalWidth > 0 ? img.naturalWidth : 0; })()")
     category = await page.wait_for(f"{_card('.placeholder .category', rejected_id)}?.textContent")
+    webhook = await page.wait_for(f"(() => {{ const t = {_card('.webhook dd', rejected_id)}?.textContent;"
+                                  " return t && t.includes('tries') ? t : null; })()")
     shown = await page.evaluate(f"{_card('.prompt', rejected_id)}.textContent")
     style = await page.evaluate(f"{_card('.style', job_id)}?.textContent")
     assert shown == UNSAFE_PROMPT and await page.evaluate("document.getElementById('xss') === null")
@@ -87,7 +97,7 @@ async def _wait_for_everything(page: Tab, job_id: str, rejected_id: str) -> dict
         "[...document.querySelectorAll('[data-instance]')].map(c => c.dataset.instance)")
     jobs_run = await page.evaluate("[...document.querySelectorAll('.jobs-run')].map(e => +e.textContent)")
     return {"states": states, "width": width, "category": category, "instances": instance_names,
-            "jobs_run": jobs_run, "style": style}
+            "jobs_run": jobs_run, "style": style, "webhook": webhook}
 
 
 def test_dashboard_shows_instances_and_finished_job(supervisor: SupervisorProcess,
@@ -95,7 +105,8 @@ def test_dashboard_shows_instances_and_finished_job(supervisor: SupervisorProces
     job = supervisor.submit(prompt=GOOD_PROMPT, style="watercolor", seed=7)
     done = supervisor.wait_job(job["id"], timeout=START_TIMEOUT_S)
     assert done["state"] == "succeeded", done
-    status, refused = supervisor.call("POST", "/v1/jobs", {"prompt": UNSAFE_PROMPT})
+    status, refused = supervisor.call("POST", "/v1/jobs",
+                                      {"prompt": UNSAFE_PROMPT, "webhook": {"url": HOOK_URL}})
     assert status == 422 and refused["error"]["category"] == "weapons", refused
     status, _ = supervisor.call("GET", "/v1/instances", token=False)
     assert status == 401  # the page is public, the data is not
@@ -110,5 +121,6 @@ def test_dashboard_shows_instances_and_finished_job(supervisor: SupervisorProces
     assert found["width"] > 0
     assert found["category"] == "weapons"
     assert found["style"] == "watercolor"  # the dashboard shows the job's style
+    assert found["webhook"].startswith("pending (") and "no answer" in found["webhook"], found["webhook"]
     assert sum(found["jobs_run"]) == 1
     assert (artifacts_dir / "dashboard.png").stat().st_size > 10_000

@@ -74,7 +74,7 @@ def test_unsafe_prompt_is_422_with_category_and_never_runs(service):
     after = {i["name"]: i["jobs_run"] for i in service.get("/v1/instances")["instances"]}
     assert after == before
     metrics = service.request("GET", "/metrics")[2].decode()
-    assert f'cak_safety_rejections_total{{category="{job["category"]}",stage="prompt"}}' in metrics
+    assert f'cak_safety_rejections_total{{category="{job["category"]}",stage="lexicon"}}' in metrics
 
 
 @pytest.mark.parametrize(("body", "status", "field"), [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from tests.comfy_graphs import cpu_graph
 from tests.comfy_server import PromptFailed
@@ -38,3 +39,32 @@ def test_unsafe_prompt_fails_with_category_and_no_image(comfy, description, cate
     assert set(comfy.output_dir.rglob("gate-unsafe*")) == before
     assert "20" in error["executed"]  # the composer ran; no text was encoded before the rejection:
     assert not {"5", "6"} & set(error["executed"])
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("description", [
+    "a happy panda eating cake in the garden",   # passes both modes
+    "a bunny flying a spaceship",                # outside the kid-safe vocabulary: strict refuses
+    "a bunny who wants to k*ll itself",          # unsafe in both modes
+])
+def test_node_and_supervisor_pre_queue_check_agree(comfy, tmp_path, strict, description):
+    """The supervisor (its real config loader, jobs.strict_text_gate) and the node in a real
+    ComfyUI (its strict option) reach the same decision on the same text."""
+    from supervisor.service import prequeue_decision
+    from supervisor.settings import load_settings
+
+    config_file = tmp_path / "supervisor.yaml"
+    config_file.write_text(yaml.safe_dump({"jobs": {"strict_text_gate": strict}}))
+    jobs = load_settings(config_file).jobs
+    expected = prequeue_decision(description, jobs)
+
+    graph = cpu_graph(seed=33, prefix="gate-agree")
+    graph["22"] = {"class_type": "PrimitiveString", "inputs": {"value": description}}
+    graph["21"] = {"class_type": "CAK_KidsTextSafety", "inputs": {"text": ["22", 0], "strict": strict}}
+    graph["5"]["inputs"]["text"] = ["21", 0]
+    if expected.safe:
+        comfy.run(graph)
+        return
+    with pytest.raises(PromptFailed) as failure:
+        comfy.run(graph)
+    assert f"category: {expected.category}" in failure.value.error["exception_message"]

@@ -54,6 +54,7 @@ def _exposed_metrics() -> tuple[dict[str, set[str]], set[str]]:
     metrics.job_duration.labels("succeeded").observe(12.0)
     metrics.attempts.labels("succeeded").inc()
     metrics.safety_rejections.labels("prompt", "weapons").inc()
+    metrics.webhook_deliveries.labels("delivered").inc()
     names: dict[str, set[str]] = {}
     families: set[str] = set()
     for family in text_string_to_metric_families(metrics.render().decode()):

@@ -312,7 +312,7 @@ def test_rejected_submission_list_and_counts(tmp_path):
 def test_schema_is_versioned_and_wal(tmp_path):
     run(open_and_close(tmp_path))
     db = sqlite3.connect(tmp_path / "jobs.sqlite3")
-    assert db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == 1
+    assert db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == 2  # 2: the webhook outbox
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
 

@@ -110,3 +110,18 @@ def test_environment_overrides_the_file(tmp_path, monkeypatch):
     assert (config.http.port, config.health.max_jobs, config.health.restart.max_restarts) == (9100, 3, 7)
     monkeypatch.setenv("CAK_SUPERVISOR_HTTP__PORT", "web")
     assert _problems({}) == ["http.port: must be an integer 0-65535"]
+
+
+def test_optional_sections_are_off_unless_given_and_checked_when_given(tmp_path, monkeypatch):
+    """``guard`` and ``comfy_api`` have defaults for their keys but stay off until a file names them."""
+    monkeypatch.delenv("CAK_SUPERVISOR_GUARD__MODEL_PATH", raising=False)
+    settings = load_settings()
+    assert settings.guard is None and settings.comfy_api is None and not settings.jobs.strict_text_gate
+    guard = load_settings(overrides={"guard": {"model_path": "models/guard"}}).guard
+    assert guard is not None and guard.device == "cpu" and guard.timeout_s == 30 and guard.controversial == "refuse"
+    assert _problems({"guard": {}}) == ["guard.model_path: required (the Qwen3Guard-Gen checkpoint folder)"]
+    assert _problems({"guard": {"model_path": "m", "device": "gpu", "timeout_s": 0, "controversial": "maybe"}}) == [
+        "guard.device: must be cpu, cuda or cuda:N", "guard.timeout_s: must be a number 0.1-600",
+        "guard.controversial: must be one of refuse, allow"]
+    monkeypatch.setenv("CAK_SUPERVISOR_GUARD__MODEL_PATH", str(tmp_path))
+    assert load_settings().guard.model_path == tmp_path  # the environment can turn it on too

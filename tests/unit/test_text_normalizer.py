@@ -7,7 +7,6 @@ import statistics
 import time
 
 import pytest
-
 from cute_animal_kids.text_normalizer import get_normalizer, normalize
 
 

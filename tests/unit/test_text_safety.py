@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cute_animal_kids import prompt_composer, text_safety
 from cute_animal_kids.text_safety import REJECTION_MARKER, UnsafePromptError, check_text
 
@@ -203,14 +202,14 @@ def test_report_never_contains_the_offending_words(text: str) -> None:
     report = check_text(text).to_json()
     parsed = json.loads(report)
     assert parsed["safe"] is False
-    assert set(parsed) == {"safe", "category", "categories", "matched_rule_count", "redacted"}
+    assert set(parsed) == {"safe", "category", "categories", "matched_rule_count", "redacted", "empty"}
     for word in ("gun", "s3xy", "枪", "g o r e"):
         assert word not in report
 
 
 def test_safe_report() -> None:
     parsed = json.loads(check_text("一只戴帽子的小熊").to_json())
-    assert parsed == {"safe": True, "category": None, "categories": [], "matched_rule_count": 0,
+    assert parsed == {"safe": True, "category": None, "categories": [], "matched_rule_count": 0, "empty": False,
                       "redacted": "一只戴帽子的小熊"}
 
 

@@ -1,0 +1,75 @@
+"""Context rules: a scene is unsafe because of how its words combine, not because of one word.
+
+"the bunny hurts itself", "beat the fox to death", "cut the kitten into pieces", 小熊用刀砍小兔:
+none of these words is unsafe alone. A rule is data (``context`` in ``data/text_safety/*.yaml``):
+a sequence of word classes (or literal words) in one language, each item at most ``max_gap`` words
+(English) or characters (Chinese) after the previous one, and the category it proves::
+
+    classes:
+      harm_verb: {en: [hurt, stab, cut], zh: [伤, 割, 捅]}
+      reflexive: {en: [itself, herself], zh: [自己]}
+    rules:
+      - {name: hurts_itself, category: self_harm, lang: en, sequence: [harm_verb, reflexive], max_gap: 3}
+
+English class words match with their inflections (stab, stabs, stabbed, stabbing). Each rule is
+compiled once into one regular expression when the checker is built.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .pack_data import PackDataError, require_string_list
+from .text_normalizer import NormalizedText, TextNormalizer
+
+_EN_SUFFIX = r"(?:s|es|ed|d|ing|[bdgkmnprt](?:ed|ing)|er|ers|ies|ied|y)?"
+_FILE = "text_safety/context"
+
+
+class ContextRules:
+    """The compiled context rules of both languages."""
+
+    def __init__(self, data: Mapping[str, Any], categories: Sequence[str], normalizer: TextNormalizer) -> None:
+        classes = dict(data.get("classes", {}))
+        self._rules: list[tuple[str, str, str, re.Pattern[str]]] = []
+        for index, rule in enumerate(data.get("rules", [])):
+            where = f"{_FILE}: rules[{index}]"
+            name, category, lang = rule.get("name"), rule.get("category"), rule.get("lang")
+            if category not in categories:
+                raise PackDataError(f"{where}: unknown category {category!r}")
+            if lang not in ("en", "zh"):
+                raise PackDataError(f"{where}: lang must be en or zh")
+            sequence = require_string_list(rule.get("sequence"), _FILE, f"rules[{index}].sequence", unique=False)
+            gap = int(rule.get("max_gap", 3))
+            parts = []
+            for item in sequence:
+                words = classes[item].get(lang) if item in classes else [item]
+                if not words:
+                    raise PackDataError(f"{where}: class {item!r} has no {lang} words")
+                folded = sorted({normalizer.fold_term(w) for w in words}, key=len, reverse=True)
+                if lang == "en":
+                    parts.append("(?:" + "|".join(
+                        r"[^a-z]+".join(re.escape(x) for x in w.split()) for w in folded) + ")" + _EN_SUFFIX)
+                else:
+                    parts.append("(?:" + "|".join(re.escape(w.replace(" ", "")) for w in folded) + ")")
+            if lang == "en":
+                joiner = rf"(?:[^a-z]+[a-z']+){{0,{gap}}}?[^a-z]+"
+                pattern = r"(?<![a-z])" + joiner.join(parts) + r"(?![a-z])"
+            else:
+                pattern = f"[^。！？!?.]{{0,{gap}}}?".join(parts)
+            self._rules.append((str(name), category, lang, re.compile(pattern)))
+
+    def hits(self, views: NormalizedText) -> list[tuple[str, int, int, str]]:
+        """``(category, start, end, rule name)`` in original positions for every rule that holds."""
+        found = []
+        for name, category, lang, pattern in self._rules:
+            view = views.base if lang == "en" else views.joined
+            if view is None:
+                continue
+            match = pattern.search(view.text)
+            if match:
+                start, end = match.span()
+                found.append((category, view.origin[start], view.origin[end - 1] + 1, name))
+        return found

@@ -1,0 +1,354 @@
+"""The ComfyUI door on a real pool: ComfyUI's own example clients, a raw websocket, the safety refusals.
+
+ComfyUI's ``script_examples`` clients run unmodified in their client code: the copy only gets the
+door's address instead of 127.0.0.1:8188, the example's graph (which needs an SD1.5 checkpoint
+this machine does not have) swapped for the same-shaped graph on the small CPU models (node ids 3,
+6 and 9 kept, because the scripts set ``prompt["3"]`` and ``prompt["6"]``), and two lines at the
+end that write the images it received to a folder, so the test can look at them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websocket
+import yaml
+from PIL import Image
+
+from cak.comfy_process import free_port
+from cak.cpu_models import DIFFUSION_MODEL, TEXT_ENCODER, VAE
+from tests.job_service import SupervisorProcess
+
+pytestmark = pytest.mark.timeout(900)
+EXAMPLES = Path(__file__).resolve().parents[2] / "var" / "comfyui" / "script_examples"
+
+
+def example_graph(output: str = "SaveImage", prompt: str = "a cute bear", seed: int = 1) -> dict[str, Any]:
+    """The examples' graph shape (3 KSampler, 6/7 text, 8 decode, 9 output) on the small CPU models."""
+    out_inputs: dict[str, Any] = {"images": ["8", 0]}
+    if output == "SaveImage":
+        out_inputs["filename_prefix"] = "ComfyUI"
+    nine = "save_image_websocket_node" if output == "SaveImageWebsocket" else "9"
+    return {
+        "3": {"class_type": "KSampler", "inputs": {
+            "cfg": 2.5, "denoise": 1, "latent_image": ["5", 0], "model": ["12", 0], "negative": ["7", 0],
+            "positive": ["6", 0], "sampler_name": "euler", "scheduler": "simple", "seed": seed, "steps": 2}},
+        "4": {"class_type": "UNETLoader", "inputs": {"unet_name": DIFFUSION_MODEL, "weight_dtype": "default"}},
+        "10": {"class_type": "CLIPLoader", "inputs": {"clip_name": TEXT_ENCODER, "type": "sd3"}},
+        "11": {"class_type": "VAELoader", "inputs": {"vae_name": VAE}},
+        "12": {"class_type": "ModelSamplingAuraFlow", "inputs": {"model": ["4", 0], "shift": 3.1}},
+        "5": {"class_type": "EmptySD3LatentImage", "inputs": {"batch_size": 1, "height": 64, "width": 64}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["10", 0], "text": prompt}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["10", 0], "text": "blurry"}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["11", 0]}},
+        nine: {"class_type": output, "inputs": out_inputs},
+    }
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory):
+    base = tmp_path_factory.mktemp("door")
+    process = SupervisorProcess(base, instances=1)
+    door_port = free_port()
+    config = yaml.safe_load(process.config_path.read_text())
+    config["comfy_api"] = {"port": door_port}
+    process.config_path.write_text(yaml.safe_dump(config))
+    process.door = f"127.0.0.1:{door_port}"  # type: ignore[attr-defined]
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def door_call(pool: SupervisorProcess, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://{pool.door}{path}", data=data, method=method)  # type: ignore[attr-defined]
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            raw = response.read()
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        raw, status = exc.read(), exc.code
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw
+
+
+def prepare_example(pool: SupervisorProcess, name: str, graph: dict[str, Any], tmp_path: Path, *,
+                    save: bool = True) -> tuple[Path, Path]:
+    """A copy of one of ComfyUI's example clients aimed at the door; (the script, where it saves images)."""
+    source = (EXAMPLES / name).read_text().replace("127.0.0.1:8188", pool.door)  # type: ignore[attr-defined]
+    source, swapped = re.subn(r'prompt_text = """.*?"""', lambda _m: f"prompt_text = {json.dumps(json.dumps(graph))}",
+                              source, count=1, flags=re.DOTALL)
+    assert swapped == 1
+    received = tmp_path / "received"
+    received.mkdir()
+    if save:
+        source += (f"\nfor _node, _datas in images.items():\n    for _i, _data in enumerate(_datas):\n"
+                   f"        open({str(received)!r} + f'/{{_node}}_{{_i}}.png', 'wb').write(_data)\n")
+    script = tmp_path / name
+    script.write_text(source)
+    return script, received
+
+
+def run_example(pool: SupervisorProcess, name: str, graph: dict[str, Any], tmp_path: Path) -> Path:
+    """Run one of ComfyUI's example clients against the door; the folder of images it received."""
+    script, received = prepare_example(pool, name, graph, tmp_path)
+    done = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return received
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        return image.size
+
+
+def test_websockets_example_gets_its_images(pool: SupervisorProcess, tmp_path: Path) -> None:
+    received = run_example(pool, "websockets_api_example.py", example_graph(), tmp_path)
+    files = sorted(received.iterdir())
+    assert [f.name for f in files] == ["9_0.png"]
+    assert png_size(files[0].read_bytes()) == (64, 64)
+    jobs = pool.get("/v1/jobs")["jobs"]
+    door_jobs = [j for j in jobs if j["request"].get("source") == "comfy_api"]
+    assert door_jobs and door_jobs[0]["state"] == "succeeded"
+
+
+def test_websocket_images_example_gets_binary_images(pool: SupervisorProcess, tmp_path: Path) -> None:
+    received = run_example(pool, "websockets_api_example_ws_images.py", example_graph("SaveImageWebsocket"),
+                           tmp_path)
+    files = sorted(received.iterdir())
+    assert [f.name for f in files] == ["save_image_websocket_node_0.png"]
+    assert png_size(files[0].read_bytes()) == (64, 64)
+
+
+def test_basic_example_queues_a_prompt_that_runs(pool: SupervisorProcess, tmp_path: Path) -> None:
+    before = set(door_call(pool, "GET", "/history")[1])
+    script, _ = prepare_example(pool, "basic_api_example.py", example_graph(), tmp_path, save=False)
+    done = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    status, queue = door_call(pool, "GET", "/queue")
+    assert status == 200 and set(queue) == {"queue_running", "queue_pending"}
+    for _ in range(600):
+        history = door_call(pool, "GET", "/history")[1]
+        new = set(history) - before
+        if new:
+            entry = history[new.pop()]
+            assert entry["status"]["status_str"] == "success"
+            image = entry["outputs"]["9"]["images"][0]
+            status, data = door_call(pool, "GET", "/view?" + urllib.parse.urlencode(image))
+            assert status == 200 and png_size(data) == (64, 64)
+            return
+        time.sleep(0.5)
+    pytest.fail("the basic example's prompt never reached /history")
+
+
+def _connect(pool: SupervisorProcess, client_id: str) -> websocket.WebSocket:
+    ws = websocket.WebSocket()
+    ws.connect(f"ws://{pool.door}/ws?clientId={client_id}", timeout=120)  # type: ignore[attr-defined]
+    first = json.loads(ws.recv())
+    assert first["type"] == "status" and first["data"]["sid"] == client_id
+    return ws
+
+
+def test_message_order_history_rule_and_isolation(pool: SupervisorProcess) -> None:
+    mine, other = str(uuid.uuid4()), str(uuid.uuid4())
+    ws, ws_other = _connect(pool, mine), _connect(pool, other)
+    prompt_id = str(uuid.uuid4())
+    status, answer = door_call(pool, "POST", "/prompt", {"prompt": example_graph(seed=7), "client_id": mine,
+                                                          "prompt_id": prompt_id})
+    assert status == 200 and answer["prompt_id"] == prompt_id and answer["node_errors"] == {}
+    types: list[str] = []
+    history_at_end = None
+    while True:
+        frame = ws.recv()
+        assert isinstance(frame, str), "no binary frame without a SaveImageWebsocket output"
+        message = json.loads(frame)
+        types.append(message["type"])
+        data = message["data"]
+        if message["type"] == "status":
+            assert data["status"]["exec_info"]["queue_remaining"] >= (0 if "execution_success" in types else 1)
+            continue
+        assert data["prompt_id"] == prompt_id
+        if message["type"] == "executing" and data["node"] is None:
+            history_at_end = door_call(pool, "GET", f"/history/{prompt_id}")[1]
+            break
+    assert types.index("execution_start") < types.index("executing") < types.index("executed") \
+        < types.index("execution_success")
+    assert "progress" in types
+    assert history_at_end[prompt_id]["outputs"]["9"]["images"], "history holds the outputs at node: null"
+    # The other client saw only status frames.
+    ws_other.settimeout(2)
+    seen = []
+    try:
+        while True:
+            seen.append(json.loads(ws_other.recv())["type"])
+    except websocket.WebSocketTimeoutException:
+        pass
+    assert set(seen) <= {"status"}
+    # The same prompt_id again is the same prompt (idempotent), not a second run.
+    status, again = door_call(pool, "POST", "/prompt", {"prompt": example_graph(seed=7), "client_id": mine,
+                                                         "prompt_id": prompt_id})
+    assert status == 200 and again["prompt_id"] == prompt_id
+    assert pool.get(f"/v1/jobs/{prompt_id}")["state"] == "succeeded"
+    ws.close()
+    ws_other.close()
+
+
+def test_unsafe_text_in_any_input_is_refused_before_the_queue(pool: SupervisorProcess) -> None:
+    graph = example_graph()
+    graph["7"]["inputs"]["text"] = "a naked child"
+    prompt_id = str(uuid.uuid4())
+    status, body = door_call(pool, "POST", "/prompt", {"prompt": graph, "prompt_id": prompt_id})
+    assert status == 400
+    assert body["error"]["type"] == "prompt_outputs_failed_validation"
+    error = body["node_errors"]["7"]["errors"][0]
+    assert error["type"] == "unsafe_text" and error["extra_info"]["input_name"] == "text"
+    assert error["extra_info"]["category"] in error["message"]
+    job = pool.get(f"/v1/jobs/{prompt_id}")
+    assert job["state"] == "rejected" and job["attempts"] == []
+
+
+def test_denied_node_and_bad_graph_get_comfyui_400(pool: SupervisorProcess) -> None:
+    graph = example_graph()
+    graph["20"] = {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": "x"}}
+    status, body = door_call(pool, "POST", "/prompt", {"prompt": graph})
+    assert status == 400 and body["node_errors"]["20"]["errors"][0]["type"] == "node_not_allowed"
+    graph = example_graph()
+    graph["5"]["inputs"]["width"] = 7
+    status, body = door_call(pool, "POST", "/prompt", {"prompt": graph})
+    assert status == 400 and "5" in body["node_errors"]
+    status, body = door_call(pool, "POST", "/prompt", {"prompt": {"1": {"class_type": "NoSuchNode", "inputs": {}}}})
+    assert status == 400 and body["error"]["type"] == "invalid_prompt"
+    status, body = door_call(pool, "POST", "/api/prompt", {})
+    assert status == 400 and body["error"]["type"] == "no_prompt"
+
+
+def test_view_serves_only_door_files(pool: SupervisorProcess) -> None:
+    for query in ("filename=../../supervisor.yaml&subfolder=&type=output",
+                  f"filename=0.png&subfolder={uuid.uuid4()}&type=output",
+                  "filename=outputs.json&subfolder=..&type=output"):
+        assert door_call(pool, "GET", f"/view?{query}")[0] == 404
+
+
+def test_passed_through_routes(pool: SupervisorProcess) -> None:
+    status, info = door_call(pool, "GET", "/object_info/KSampler")
+    assert status == 200 and "KSampler" in info
+    status, stats = door_call(pool, "GET", "/api/system_stats")
+    assert status == 200 and "comfyui_version" in stats["system"]
+    assert door_call(pool, "GET", "/prompt")[1]["exec_info"]["queue_remaining"] >= 0
+
+
+def _wait_state(pool: SupervisorProcess, job_id: str, states: set[str], timeout: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = pool.get(f"/v1/jobs/{job_id}")
+        if job["state"] in states:
+            return job
+        time.sleep(0.3)
+    pytest.fail(f"job {job_id} never reached {states}")
+
+
+def test_interrupt_queue_delete_and_history_delete(pool: SupervisorProcess) -> None:
+    client = str(uuid.uuid4())
+    ws = _connect(pool, client)
+    slow, queued = str(uuid.uuid4()), str(uuid.uuid4())
+    graph = example_graph(seed=11)
+    graph["5"]["inputs"].update(width=768, height=768)
+    graph["3"]["inputs"]["steps"] = 100
+    assert door_call(pool, "POST", "/prompt", {"prompt": graph, "client_id": client, "prompt_id": slow})[0] == 200
+    assert door_call(pool, "POST", "/prompt", {"prompt": example_graph(seed=12), "client_id": client,
+                                                "prompt_id": queued})[0] == 200
+    _wait_state(pool, slow, {"running"})
+    queue = door_call(pool, "GET", "/queue")[1]
+    assert [item[1] for item in queue["queue_running"]] == [slow]
+    assert [item[1] for item in queue["queue_pending"]] == [queued]
+    assert door_call(pool, "POST", "/queue", {"delete": [queued]})[0] == 200
+    assert _wait_state(pool, queued, {"cancelled"})["attempts"] == []
+    assert door_call(pool, "POST", "/interrupt", {"prompt_id": slow})[0] == 200
+    assert _wait_state(pool, slow, {"cancelled"})["state"] == "cancelled"
+    ended: list[str] = []
+    while len(ended) < 2:
+        message = json.loads(ws.recv())
+        if message["type"] == "executing" and message["data"]["node"] is None:
+            ended.append(message["data"]["prompt_id"])
+    assert sorted(ended) == sorted([slow, queued])
+    assert door_call(pool, "GET", f"/history/{slow}")[1][slow]["status"]["status_str"] == "error"
+    assert door_call(pool, "POST", "/history", {"delete": [slow]})[0] == 200
+    assert door_call(pool, "GET", f"/history/{slow}")[1] == {}
+    ws.close()
+
+
+def test_example_client_survives_an_instance_killed_mid_prompt(pool: SupervisorProcess, tmp_path: Path) -> None:
+    """SIGKILL the instance while the example's prompt samples: it runs again, the client gets its
+    image once (this test restarts the pool's instance, so it comes after the others on ``pool``)."""
+    graph = example_graph(seed=21)
+    graph["5"]["inputs"].update(width=768, height=768)
+    graph["3"]["inputs"]["steps"] = 100
+    script, received = prepare_example(pool, "websockets_api_example.py", graph, tmp_path)
+    client = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        job = None
+        while time.monotonic() < deadline and job is None:
+            running = [j for j in pool.get("/v1/jobs?state=running")["jobs"]
+                       if j["request"].get("source") == "comfy_api" and j["progress"]]
+            job = running[0] if running else None
+            time.sleep(0.2)
+        assert job is not None, "the example's prompt never ran"
+        pid = pool.get("/v1/instances")["instances"][0]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        _, stderr = client.communicate(timeout=600)
+        assert client.returncode == 0, stderr
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert [f.name for f in received.iterdir()] == ["9_0.png"]
+    assert png_size((received / "9_0.png").read_bytes()) == (768, 768)
+    done = pool.get(f"/v1/jobs/{job['id']}")
+    assert done["state"] == "succeeded"
+    assert [a["reason"] for a in done["attempts"]] == ["crash", "succeeded"]
+
+
+@pytest.fixture(scope="module")
+def strict_pool(tmp_path_factory: pytest.TempPathFactory):
+    """A pool whose door gate judges every image unsafe (threshold 0): the placeholder comes back."""
+    base = tmp_path_factory.mktemp("door-gate")
+    process = SupervisorProcess(base, instances=1)
+    door_port = free_port()
+    config = yaml.safe_load(process.config_path.read_text())
+    config["comfy_api"] = {"port": door_port, "image_gate": {"threshold": 0.0, "action": "replace"}}
+    process.config_path.write_text(yaml.safe_dump(config))
+    process.door = f"127.0.0.1:{door_port}"  # type: ignore[attr-defined]
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def test_gate_replaces_unsafe_images_without_the_gate_node(strict_pool: SupervisorProcess, tmp_path: Path) -> None:
+    from cute_animal_kids.placeholder_image import placeholder_pil
+
+    received = run_example(strict_pool, "websockets_api_example.py", example_graph(), tmp_path)
+    data = (received / "9_0.png").read_bytes()
+    with Image.open(io.BytesIO(data)) as image:
+        got = image.convert("RGB").tobytes()
+    assert got == placeholder_pil(64, 64).tobytes()
