@@ -25,7 +25,7 @@ import functools
 import re
 import threading
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,12 +79,31 @@ _MIN_MASKED_TERM = 3
 """Terms shorter than this take no masks (a masked two-letter word is anything)."""
 
 
-@dataclass(frozen=True, slots=True)
 class View:
-    """One normalised form of a prompt; ``origin[i]`` is the original index of ``text[i]``."""
+    """One normalised form of a prompt; ``origin[i]`` is the original index of ``text[i]``.
 
-    text: str
-    origin: Sequence[int]
+    Only a rejected prompt needs the position map (to redact the original), so a view can be built
+    with ``make_origin`` instead: the map is then computed on first use, at most once.
+    """
+
+    __slots__ = ("text", "_origin", "_make_origin")
+
+    def __init__(self, text: str, origin: Sequence[int] | None = None, *,
+                 make_origin: Callable[[], Sequence[int]] | None = None) -> None:
+        if (origin is None) == (make_origin is None):
+            raise TypeError("give exactly one of origin and make_origin")
+        self.text = text
+        self._origin = origin
+        self._make_origin = make_origin
+
+    @property
+    def origin(self) -> Sequence[int]:
+        if self._origin is None:
+            self._origin = self._make_origin()  # type: ignore[misc]  # set whenever _origin is not
+        return self._origin
+
+    def __repr__(self) -> str:
+        return f"View({self.text!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +148,10 @@ class TextNormalizer:
         self._emoji_words = _parse_emoji_words(data.get("emoji_words", {}), file)
         self._t2s = opencc.OpenCC("t2s")
         self._fold_cache: dict[str, str] = {}
+        self._fold_table: dict[int, str] = {}
+        """``str.translate`` table of the cached characters that fold to one OTHER character."""
+        self._irregular: set[str] = set()
+        """Cached characters that fold to no or several characters (they shift positions)."""
         self._fold_lock = threading.Lock()
 
         min_run = int(require_number(require_key(limits, "min_spaced_run", file, "limits"), file,
@@ -149,7 +172,7 @@ class TextNormalizer:
             if not suffix.isascii() or not suffix.isalpha() or suffix != suffix.lower():
                 raise PackDataError(f"{file}: matching.en_suffixes[{index}]: must be lowercase ASCII letters")
         self._suffix_group = "(?:" + "|".join(sorted(suffixes, key=lambda s: (-len(s), s))) + ")?"
-        self._joinable = re.compile(r"[^\W_]+")
+        self._separators = re.compile(r"[\W_]+")
 
     # -- folding ---------------------------------------------------------------------------------
 
@@ -159,15 +182,11 @@ class TextNormalizer:
         if folded is not None:
             return folded
         if unicodedata.category(ch) in _DROPPED_CATEGORIES:
-            folded = ""
-            with self._fold_lock:
-                self._fold_cache[ch] = folded
-            return folded
+            self._remember(ch, "", always=True)
+            return ""
         if not ch.isascii() and ch in emoji.EMOJI_DATA:
             folded = f" {self._emoji_word(ch)} "
-            with self._fold_lock:
-                if len(self._fold_cache) < _FOLD_CACHE_LIMIT:
-                    self._fold_cache[ch] = folded
+            self._remember(ch, folded)
             return folded
         decomposed = unicodedata.normalize("NFKD", ch)
         kept = "".join(c for c in decomposed if unicodedata.category(c) not in _DROPPED_CATEGORIES)
@@ -179,10 +198,19 @@ class TextNormalizer:
         folded = "".join(look_alike.get(c, c) for c in folded)
         if not folded.isascii():
             folded = self._t2s.convert(folded)
-        with self._fold_lock:
-            if len(self._fold_cache) < _FOLD_CACHE_LIMIT:
-                self._fold_cache[ch] = folded
+        self._remember(ch, folded)
         return folded
+
+    def _remember(self, ch: str, folded: str, *, always: bool = False) -> None:
+        """Cache one character's fold (bounded unless ``always``) and index it for :meth:`fold`."""
+        with self._fold_lock:
+            if not always and len(self._fold_cache) >= _FOLD_CACHE_LIMIT:
+                return
+            if len(folded) != 1:
+                self._irregular.add(ch)
+            elif folded != ch:
+                self._fold_table[ord(ch)] = folded
+            self._fold_cache[ch] = folded
 
     def _emoji_word(self, ch: str) -> str:
         """An emoji read as words: the YAML's reading (``emoji_words``) or its CLDR name.
@@ -199,6 +227,15 @@ class TextNormalizer:
         """The base view: NFKC/NFKD, case fold, marks and format chars dropped, look-alikes, t2s."""
         if text.isascii():
             return View(text.lower(), range(len(text)))
+        # Fast path: when every character is cached and folds to exactly one character (plain
+        # Chinese, accented or full-width letters), one C-level translate does it, positions kept.
+        chars = set(text)
+        cache = self._fold_cache
+        missing = chars.difference(cache)
+        for ch in missing:
+            self._fold_char(ch)
+        if chars.isdisjoint(self._irregular) and all(ch in cache for ch in missing):
+            return View(text.translate(self._fold_table), range(len(text)))
         pieces: list[str] = []
         origin: list[int] = []
         fold_char = self._fold_char
@@ -271,17 +308,22 @@ class TextNormalizer:
         if not drop:
             return None
         keep = [i for i in range(len(base.text)) if i not in drop]
-        return View("".join(base.text[i] for i in keep), [base.origin[i] for i in keep])
+        return View("".join(base.text[i] for i in keep), make_origin=lambda: [base.origin[i] for i in keep])
 
     def _join_all(self, base: View) -> View:
         """Drop every separator, so "血 腥" and "血.腥" read "血腥"."""
-        chars: list[str] = []
-        origin: list[int] = []
-        for chunk in self._joinable.finditer(base.text):
-            start, end = chunk.span()
-            chars.append(chunk.group())
-            origin.extend(base.origin[start:end])
-        return View("".join(chars), origin)
+        text = base.text
+
+        def origin() -> list[int]:
+            kept: list[int] = []
+            position = 0
+            for gap in self._separators.finditer(text):
+                kept.extend(base.origin[position:gap.start()])
+                position = gap.end()
+            kept.extend(base.origin[position:])
+            return kept
+
+        return View(self._separators.sub("", text), make_origin=origin)
 
     # -- patterns --------------------------------------------------------------------------------
 

@@ -393,7 +393,18 @@ def _merge_extra(categories: dict[str, Any], allow: dict[str, Any],
 
 def get_checker(directory: str | Path | None = None) -> TextSafetyChecker:
     """The checker for a data directory (default: the pack's), compiled once."""
-    return _get_checker_for(data_dir(directory).resolve())
+    folder = data_dir(directory)
+    # Resolving a path costs a system call per component (about a millisecond on a loaded
+    # machine, ten times the match): absolute paths are resolved once, relative ones every time
+    # because they depend on the working directory.
+    if folder.is_absolute():
+        return _get_checker_at(folder)
+    return _get_checker_for(folder.resolve())
+
+
+@functools.cache
+def _get_checker_at(folder: Path) -> TextSafetyChecker:
+    return _get_checker_for(folder.resolve())
 
 
 @functools.cache
