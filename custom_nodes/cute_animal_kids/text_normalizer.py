@@ -73,7 +73,7 @@ _SHORT_SPLIT = re.compile(
 )
 """Dots, dashes or a space splitting a short word: the short-word view joins them up."""
 
-_MASKS = "*#_"
+MASKS = "*#_"
 """Characters that hide a letter inside a word ("k*ll")."""
 _MIN_MASKED_TERM = 3
 """Terms shorter than this take no masks (a masked two-letter word is anything)."""
@@ -327,6 +327,33 @@ class TextNormalizer:
 
     # -- patterns --------------------------------------------------------------------------------
 
+    @property
+    def letter_alternatives(self) -> Mapping[str, str]:
+        """Letter -> the characters a term's letter also matches in text (leet, look-alikes)."""
+        return self._letter_alternatives
+
+    def piece_patterns(self, folded: str) -> list[tuple[str, str]]:
+        """The words of a folded English term with the regex each matches inside one word of text.
+
+        ``"blow job"`` gives ``blow`` and ``job``, each with the atoms of :meth:`latin_pattern`
+        (look-alikes, repeats, masks) but no separators or suffix: a match of the term contains a
+        match of every piece, which lets an index rule terms out before their pattern runs.
+        """
+        masked = len(folded) >= _MIN_MASKED_TERM
+        pieces: list[tuple[str, str]] = []
+        word, pattern = "", ""
+        for index, ch in enumerate(folded):
+            if ch in " -'.":
+                if word:
+                    pieces.append((word, pattern))
+                word, pattern = "", ""
+                continue
+            word += ch
+            pattern += self._atom(ch, masked=masked and index > 0) + "+"
+        if word:
+            pieces.append((word, pattern))
+        return pieces
+
     def fold_term(self, term: str) -> str:
         """A lexicon term folded like prompts are, with runs of whitespace made single spaces."""
         return " ".join(self.fold(term).text.split())
@@ -342,7 +369,7 @@ class TextNormalizer:
             return _SEPARATOR
         alternatives = self._letter_alternatives.get(ch, "")
         if masked and ch.isalpha():
-            alternatives += _MASKS
+            alternatives += MASKS
         if alternatives:
             return "[" + re.escape(ch + alternatives) + "]"
         return re.escape(ch)

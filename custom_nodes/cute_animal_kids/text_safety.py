@@ -42,6 +42,7 @@ from .text_normalizer import DATA_FILE, TextNormalizer, View, get_normalizer
 from .text_pinyin import pinyin_keys
 from .text_split_chars import SplitCharacters
 from .text_strict import StrictVocabulary
+from .text_term_index import CjkTermIndex, LatinTermIndex
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class TextSafetyChecker:
         self._pinyin: dict[str, int] = {}
         """Tone-less reading ("zisha") -> rule of the Chinese term."""
         rules: list[_Rule] = []
-        branches: dict[str, list[tuple[int, str]]] = {language: [] for language in LANGUAGES}
+        branches: dict[str, list[tuple[int, int, str]]] = {language: [] for language in LANGUAGES}
         for name, entry in categories.items():
             path = child_path("categories", name)
             if not _CATEGORY_NAME.fullmatch(name):
@@ -158,7 +159,7 @@ class TextSafetyChecker:
                 for index, term in enumerate(terms):
                     group = f"r{len(rules)}"
                     pattern = self._pattern(term, language, file, child_path(terms_path, index), group=group)
-                    branches[language].append((len(self._normalizer.fold_term(term)), pattern))
+                    branches[language].append((len(self._normalizer.fold_term(term)), len(rules), pattern))
                     rules.append(_Rule(name, language, term))
                     if language == "zh":
                         # Pinyin of a multi-syllable Chinese term is one more English alternative
@@ -174,15 +175,21 @@ class TextSafetyChecker:
         self._context = ContextRules(extra_sections.get("context", {}), self.categories, self._normalizer)
         self._strict_data = extra_sections.get("strict_vocabulary", {})
         self._strict: StrictVocabulary | None = None
+        # Each term is its own small pattern, tried in the order of one alternation of them all:
+        # longest first, because at a position the first alternative that matches wins and the
+        # longest gives the cleanest redaction ("血腥" rather than "血" + "腥").
+        self._patterns: list[re.Pattern[str] | None] = [None] * len(rules)
+        self._rank: list[int] = [0] * len(rules)
         for language in LANGUAGES:
-            # Longest first: the regex takes the first alternative that matches at a position, and
-            # the longest one gives the cleanest redaction ("血腥" rather than "血" + "腥").
             branches[language].sort(key=lambda branch: -branch[0])
-        self._latin = re.compile("(?<![a-z])(?:" + "|".join(p for _, p in branches["en"]) + ")(?![a-z])")
-        self._cjk = re.compile("|".join(p for _, p in branches["zh"]))
+            for rank, (_, rule, pattern) in enumerate(branches[language]):
+                self._rank[rule] = rank
+                self._patterns[rule] = re.compile(
+                    f"(?<![a-z]){pattern}(?![a-z])" if language == "en" else pattern)
 
         allow = allow_data
         self._allow: dict[str, tuple[re.Pattern[str], ...]] = {}
+        allow_terms: dict[str, list[str]] = {}
         for language in LANGUAGES:
             path = child_path("allow", language)
             phrases = require_string_list(require_key(allow, language, file, "allow"), file, path,
@@ -191,6 +198,17 @@ class TextSafetyChecker:
                 re.compile(self._pattern(phrase, language, file, child_path(path, index)))
                 for index, phrase in enumerate(phrases)
             )
+            allow_terms[language] = [self._normalizer.fold_term(phrase) for phrase in phrases]
+        # One index per script over rules and allow phrases: ids below len(rules) are rules, the
+        # rest allow phrases (id - len(rules) in that language's list).
+        self._indexes = {
+            language: index_type(self._normalizer, [
+                *((i, self._normalizer.fold_term(rule.term)) for i, rule in enumerate(rules)
+                  if rule.language == language),
+                *((len(rules) + i, phrase) for i, phrase in enumerate(allow_terms[language])),
+            ])
+            for language, index_type in (("en", LatinTermIndex), ("zh", CjkTermIndex))
+        }
 
     def _pattern(self, term: str, language: str, file: str, path: str, *, group: str | None = None) -> str:
         """The tolerant regex for one entry: a named-group alternative for the lexicon alternation
@@ -226,14 +244,17 @@ class TextSafetyChecker:
             return TextSafetyDecision(False, EMPTY, (EMPTY,), 0, shown, empty=True)
         hits: list[_Hit] = []
         for view in views.latin_views:
-            hits.extend(self._scan(view, self._latin, "en"))
-            hits.extend(self._stem_hits(view))
+            rules, allowed = self._candidates(view, "en")
+            if rules:
+                hits.extend(self._scan(view, rules, allowed, "en"))
+            hits.extend(self._stem_hits(view, allowed))
         hits.extend(self._pinyin_hits(views.base))
         if views.joined is not None:
-            hits.extend(self._scan(views.joined, self._cjk, "zh"))
             recomposed = self._split.recompose(views.joined)
-            if recomposed is not None:
-                hits.extend(self._scan(recomposed, self._cjk, "zh"))
+            for view in (views.joined,) if recomposed is None else (views.joined, recomposed):
+                rules, allowed = self._candidates(view, "zh")
+                if rules:
+                    hits.extend(self._scan(view, rules, allowed, "zh"))
         context_hits = self._context.hits(views)
         if not hits and not context_hits:
             if strict:
@@ -258,12 +279,21 @@ class TextSafetyChecker:
         return TextSafetyDecision(False, categories[0], categories, count,
                                   _redact(text, spans, self.categories))
 
-    def _stem_hits(self, view: View) -> list[_Hit]:
+    def _candidates(self, view: View, language: str) -> tuple[list[int], list[int]]:
+        """The rules (in alternation order) and allow phrases the index cannot rule out in ``view``."""
+        ids = self._indexes[language].candidates(view.text)
+        if not ids:
+            return [], []
+        count = len(self._rules)
+        rules = sorted((i for i in ids if i < count), key=self._rank.__getitem__)
+        return rules, [i - count for i in ids if i >= count]
+
+    def _stem_hits(self, view: View, allow: list[int]) -> list[_Hit]:
         """English morphology: a word whose stem is a lexicon word's stem ("nakedness", "stabbings")."""
         found = self._stemmer.hits(view.text)
         if not found:
             return []
-        allowed = self._allowed_spans(view.text, "en")
+        allowed = self._allowed_spans(view.text, "en", allow)
         return [_Hit(rule, view.origin[start], view.origin[end - 1] + 1) for rule, start, end in found
                 if not any(a <= start and end <= b for a, b in allowed)]
 
@@ -293,27 +323,44 @@ class TextSafetyChecker:
                                   _redact(text, [(a, b, rank) for a, b in unknown],
                                           (*self.categories, UNKNOWN_WORD)))
 
-    def _scan(self, view: View, pattern: re.Pattern[str], language: str) -> list[_Hit]:
+    def _scan(self, view: View, rules: list[int], allow: list[int], language: str) -> list[_Hit]:
+        """Non-overlapping hits of ``rules`` (in alternation order), left to right, as one
+        alternation of them would find them: at the leftmost position where any matches, the first
+        rule that matches there wins and the search goes on after it.
+        """
+        text = view.text
+        patterns = [self._patterns[rule] for rule in rules]
+        matches = [pattern.search(text) for pattern in patterns]  # type: ignore[union-attr]
         hits: list[_Hit] = []
         allowed_spans: list[tuple[int, int]] | None = None
         position = 0
-        while (match := pattern.search(view.text, position)) is not None:
-            start, end = match.span()
+        while True:
+            best: re.Match[str] | None = None
+            best_rule = -1
+            for index, match in enumerate(matches):
+                if match is not None and match.start() < position:
+                    # A match from an earlier search stays the leftmost one while it starts at or
+                    # after the new position; only an overtaken one is searched again.
+                    match = matches[index] = patterns[index].search(text, position)  # type: ignore[union-attr]
+                if match is not None and (best is None or match.start() < best.start()):
+                    best, best_rule = match, rules[index]
+            if best is None:
+                return hits
+            start, end = best.span()
             if allowed_spans is None:
-                allowed_spans = self._allowed_spans(view.text, language)
+                allowed_spans = self._allowed_spans(text, language, allow)
             if any((a <= start and end <= b) if language == "en" else (a < end and start < b)
                    for a, b in allowed_spans):
                 position = start + 1
                 continue
-            rule = int(match.lastgroup[1:])  # type: ignore[index]  # every alternative has a named group
-            hits.append(_Hit(rule, view.origin[start], view.origin[end - 1] + 1))
+            hits.append(_Hit(best_rule, view.origin[start], view.origin[end - 1] + 1))
             position = end
-        return hits
 
-    def _allowed_spans(self, text: str, language: str) -> list[tuple[int, int]]:
-        """All (possibly overlapping) spans of allow-listed phrases in one view."""
+    def _allowed_spans(self, text: str, language: str, allow: list[int]) -> list[tuple[int, int]]:
+        """All (possibly overlapping) spans of the allow-listed phrases ``allow`` in one view."""
         spans: list[tuple[int, int]] = []
-        for pattern in self._allow[language]:
+        phrases = self._allow[language]
+        for pattern in (phrases[i] for i in allow):
             position = 0
             while (match := pattern.search(text, position)) is not None:
                 spans.append(match.span())
