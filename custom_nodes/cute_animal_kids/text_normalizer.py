@@ -149,7 +149,7 @@ class TextNormalizer:
         self._t2s = opencc.OpenCC("t2s")
         self._fold_cache: dict[str, str] = {}
         self._fold_table: dict[int, str] = {}
-        """``str.translate`` table of the cached characters that fold to one OTHER character."""
+        """``str.translate`` table of the cached characters that do not fold to themselves."""
         self._irregular: set[str] = set()
         """Cached characters that fold to no or several characters (they shift positions)."""
         self._fold_lock = threading.Lock()
@@ -208,7 +208,7 @@ class TextNormalizer:
                 return
             if len(folded) != 1:
                 self._irregular.add(ch)
-            elif folded != ch:
+            if folded != ch:
                 self._fold_table[ord(ch)] = folded
             self._fold_cache[ch] = folded
 
@@ -227,15 +227,19 @@ class TextNormalizer:
         """The base view: NFKC/NFKD, case fold, marks and format chars dropped, look-alikes, t2s."""
         if text.isascii():
             return View(text.lower(), range(len(text)))
-        # Fast path: when every character is cached and folds to exactly one character (plain
-        # Chinese, accented or full-width letters), one C-level translate does it, positions kept.
+        # Fast path: once every character is cached, one C-level translate folds the text; the
+        # position map is the identity when every character folds to exactly one (plain Chinese,
+        # accents, full-width letters), else it is built only if a hit needs it (emoji, ß).
         chars = set(text)
         cache = self._fold_cache
         missing = chars.difference(cache)
         for ch in missing:
             self._fold_char(ch)
-        if chars.isdisjoint(self._irregular) and all(ch in cache for ch in missing):
-            return View(text.translate(self._fold_table), range(len(text)))
+        if all(ch in cache for ch in missing):
+            folded = text.translate(self._fold_table)
+            if chars.isdisjoint(self._irregular):
+                return View(folded, range(len(text)))
+            return View(folded, make_origin=lambda: self._origin_of(text))
         pieces: list[str] = []
         origin: list[int] = []
         fold_char = self._fold_char
@@ -249,6 +253,18 @@ class TextNormalizer:
                 continue
             pieces.append(folded)
         return View("".join(pieces), origin)
+
+    def _origin_of(self, text: str) -> list[int]:
+        """The position map of the fold of ``text``, all of whose characters are cached."""
+        cache = self._fold_cache
+        origin: list[int] = []
+        for index, ch in enumerate(text):
+            size = len(cache[ch])
+            if size == 1:
+                origin.append(index)
+            elif size:
+                origin.extend([index] * size)
+        return origin
 
     def normalize(self, text: str) -> str:
         """The folded text (the base view without the position map)."""
@@ -300,15 +316,27 @@ class TextNormalizer:
 
     def _join_short_splits(self, base: View) -> View | None:
         """Drop the separators that split a short word ("g.un", "gu n" -> "gun"), or None."""
-        drop: set[int] = set()
-        for match in _SHORT_SPLIT.finditer(base.text):
+        text = base.text
+        gaps: list[tuple[int, int]] = []  # the dropped separators, left to right, disjoint
+        for match in _SHORT_SPLIT.finditer(text):
             for group in range(1, 5):
                 if match.group(group) is not None:
-                    drop.update(range(match.start(group), match.end(group)))
-        if not drop:
+                    gaps.append(match.span(group))
+        if not gaps:
             return None
-        keep = [i for i in range(len(base.text)) if i not in drop]
-        return View("".join(base.text[i] for i in keep), make_origin=lambda: [base.origin[i] for i in keep])
+        kept: list[tuple[int, int]] = []  # the pieces between them
+        position = 0
+        for start, end in gaps:
+            if start > position:
+                kept.append((position, start))
+            position = max(position, end)
+        kept.append((position, len(text)))
+
+        def origin() -> list[int]:
+            full = base.origin
+            return [i for start, end in kept for i in full[start:end]]
+
+        return View("".join(text[start:end] for start, end in kept), make_origin=origin)
 
     def _join_all(self, base: View) -> View:
         """Drop every separator, so "血 腥" and "血.腥" read "血腥"."""

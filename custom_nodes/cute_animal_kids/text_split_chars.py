@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import ahocorasick
+
 from .text_normalizer import View
 
 
@@ -35,26 +37,48 @@ class SplitCharacters:
                         self._pairs.setdefault(first + second, ch)
         for pair, ch in dict(data.get("extra", {})).items():
             self._pairs[pair] = ch
-        self._firsts = frozenset(pair[0] for pair in self._pairs)
+        self._automaton: ahocorasick.Automaton | None = None
+        pairs = {pair: ch for pair, ch in self._pairs.items() if len(pair) == 2}  # others never match
+        if pairs:
+            self._automaton = ahocorasick.Automaton()
+            for pair, ch in pairs.items():
+                self._automaton.add_word(pair, ch)
+            self._automaton.make_automaton()
 
     def recompose(self, view: View) -> View | None:
-        """``view`` with component pairs joined into their character, or None if there are none."""
-        text = view.text
-        if not self._firsts.intersection(text):
+        """``view`` with component pairs joined into their character, or None if there are none.
+
+        Pairs are taken left to right; a pair overlapping one already taken is skipped ("ABC" with
+        pairs AB and BC reads "(AB)C").
+        """
+        if self._automaton is None:
             return None
-        chars: list[str] = []
-        origin: list[int] = []
-        index = 0
-        changed = False
-        while index < len(text):
-            whole = self._pairs.get(text[index:index + 2])
-            if whole is not None:
-                chars.append(whole)
-                origin.append(view.origin[index])
-                index += 2
-                changed = True
-                continue
-            chars.append(text[index])
-            origin.append(view.origin[index])
-            index += 1
-        return View("".join(chars), origin) if changed else None
+        text = view.text
+        taken: list[tuple[int, str]] = []  # (start, character) of each pair joined
+        free = 0
+        for end, whole in self._automaton.iter(text):  # ordered by end, so by start too
+            start = end - 1
+            if start >= free:
+                taken.append((start, whole))
+                free = start + 2
+        if not taken:
+            return None
+        pieces: list[str] = []
+        position = 0
+        for start, whole in taken:
+            pieces.append(text[position:start])
+            pieces.append(whole)
+            position = start + 2
+        pieces.append(text[position:])
+
+        def origin() -> list[int]:
+            full = view.origin
+            kept: list[int] = []
+            position = 0
+            for start, _ in taken:
+                kept.extend(full[position:start + 1])  # the joined character maps to the pair's first
+                position = start + 2
+            kept.extend(full[position:])
+            return kept
+
+        return View("".join(pieces), make_origin=origin)
