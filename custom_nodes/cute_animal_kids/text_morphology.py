@@ -32,6 +32,8 @@ class Stemmer:
             if word.isalpha() and len(word) >= _MIN_TERM:
                 self._index.setdefault(word, rule)
                 self._index.setdefault(self.stem(word), rule)
+        self._rules: dict[str, int] = {}
+        """Prompt word -> its rule, or -1: one lookup a word once warm."""
 
     def stem(self, word: str) -> str:
         stem = self._cache.get(word)
@@ -42,17 +44,35 @@ class Stemmer:
                     self._cache[word] = stem
         return stem
 
+    def _rule(self, word: str) -> int:
+        rule = self._rules.get(word)
+        if rule is not None:
+            return rule
+        stem = self.stem(word)
+        # A second pass strips a derivational suffix the first left ("nakedness" -> "naked" ->
+        # "nake", the stem of "naked").
+        rule = self._index.get(stem)
+        if rule is None:
+            rule = self._index.get(self.stem(stem), -1)
+        with self._lock:
+            if len(self._rules) < _CACHE_LIMIT:
+                self._rules[word] = rule
+        return rule
+
     def hits(self, text: str) -> list[tuple[int, int, int]]:
         """``(rule, start, end)`` for every word of ``text`` whose stem is a lexicon stem."""
-        index = self._index
+        rules = self._rules
+        for word in _WORD.findall(text):
+            rule = rules.get(word)
+            if rule is None:
+                rule = self._rule(word)
+            if rule >= 0:
+                break
+        else:
+            return []  # the usual case: no word hits, and no match objects were made
         found = []
         for match in _WORD.finditer(text):
-            stem = self.stem(match.group())
-            # A second pass strips a derivational suffix the first left ("nakedness" -> "naked" ->
-            # "nake", the stem of "naked").
-            rule = index.get(stem)
-            if rule is None:
-                rule = index.get(self.stem(stem))
-            if rule is not None:
+            rule = self._rule(match.group())
+            if rule >= 0:
                 found.append((rule, match.start(), match.end()))
         return found

@@ -60,7 +60,8 @@ EMPTY = "empty"
 """Category of a text with nothing left after normalisation (the API answers 422 for it)."""
 UNKNOWN_WORD = "unknown_word"
 """Category of strict mode: a content word outside the kid-safe vocabulary."""
-_PINYIN_WORD = re.compile(r"(?<![a-z])[a-z]+[1-5]?(?![a-z])")
+_PINYIN_WORD = re.compile(r"(?<![a-z])([a-z]+)[1-5]?(?![a-z])")
+"""A Latin word, with an optional tone digit (left out of the group)."""
 _MAX_PINYIN_WORDS = 4
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CATEGORY_NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -167,6 +168,7 @@ class TextSafetyChecker:
                         for key in pinyin_keys(self._normalizer.fold_term(term), self._pinyin_ignore):
                             self._pinyin.setdefault(key.replace(" ", ""), len(rules) - 1)
         self._rules = tuple(rules)
+        self._pinyin_prefixes = frozenset(key[:end] for key in self._pinyin for end in range(1, len(key) + 1))
         self._stemmer = Stemmer(
             (rule.term, index) for index, rule in enumerate(rules) if rule.language == "en"
         )
@@ -299,12 +301,18 @@ class TextSafetyChecker:
 
     def _pinyin_hits(self, view: View) -> list[_Hit]:
         """Runs of 1-4 Latin words that spell a Chinese term's reading ("zisha", "zi sha", "zi4 sha1")."""
-        words = [(m.start(), m.end(), m.group().rstrip("12345")) for m in _PINYIN_WORD.finditer(view.text)]
+        prefixes = self._pinyin_prefixes
+        # A reading starts with a whole word: when no word begins one (the usual case), no hit.
+        if prefixes.isdisjoint(_PINYIN_WORD.findall(view.text)):
+            return []
+        words = [(m.start(), m.end(), m.group(1)) for m in _PINYIN_WORD.finditer(view.text)]
         found = []
         for i in range(len(words)):
             key = ""
             for j in range(i, min(i + _MAX_PINYIN_WORDS, len(words))):
                 key += words[j][2]
+                if key not in prefixes:
+                    break  # no reading starts with this run of words, nor with a longer one
                 rule = self._pinyin.get(key)
                 if rule is not None:
                     found.append(_Hit(rule, view.origin[words[i][0]], view.origin[words[j][1] - 1] + 1))
