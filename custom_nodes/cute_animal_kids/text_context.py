@@ -12,7 +12,9 @@ a sequence of word classes (or literal words) in one language, each item at most
       - {name: hurts_itself, category: self_harm, lang: en, sequence: [harm_verb, reflexive], max_gap: 3}
 
 English class words match with their inflections (stab, stabs, stabbed, stabbing). Each rule is
-compiled once into one regular expression when the checker is built.
+compiled once into one regular expression when the checker is built. A rule's expression only runs
+when every one of its items has a word in the text: one Aho-Corasick pass per language finds which
+class words occur (as plain substrings, which every match of them contains).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import ahocorasick
 
 from .pack_data import PackDataError, require_string_list
 from .text_normalizer import NormalizedText, TextNormalizer
@@ -33,7 +37,9 @@ class ContextRules:
 
     def __init__(self, data: Mapping[str, Any], categories: Sequence[str], normalizer: TextNormalizer) -> None:
         classes = dict(data.get("classes", {}))
-        self._rules: list[tuple[str, str, str, re.Pattern[str]]] = []
+        self._rules: list[tuple[str, str, str, re.Pattern[str], tuple[frozenset[int], ...]]] = []
+        keys: dict[str, dict[str, int]] = {"en": {}, "zh": {}}
+        """Per language: literal every match of a class word contains -> key id."""
         for index, rule in enumerate(data.get("rules", [])):
             where = f"{_FILE}: rules[{index}]"
             name, category, lang = rule.get("name"), rule.get("category"), rule.get("lang")
@@ -44,11 +50,15 @@ class ContextRules:
             sequence = require_string_list(rule.get("sequence"), _FILE, f"rules[{index}].sequence", unique=False)
             gap = int(rule.get("max_gap", 3))
             parts = []
+            items: list[frozenset[int]] = []
             for item in sequence:
                 words = classes[item].get(lang) if item in classes else [item]
                 if not words:
                     raise PackDataError(f"{where}: class {item!r} has no {lang} words")
                 folded = sorted({normalizer.fold_term(w) for w in words}, key=len, reverse=True)
+                literals = ([max(w.split(), key=len) for w in folded] if lang == "en"
+                            else [w.replace(" ", "") for w in folded])
+                items.append(frozenset(keys[lang].setdefault(x, len(keys[lang])) for x in literals))
                 if lang == "en":
                     parts.append("(?:" + "|".join(
                         r"[^a-z]+".join(re.escape(x) for x in w.split()) for w in folded) + ")" + _EN_SUFFIX)
@@ -59,16 +69,30 @@ class ContextRules:
                 pattern = r"(?<![a-z])" + joiner.join(parts) + r"(?![a-z])"
             else:
                 pattern = f"[^。！？!?.]{{0,{gap}}}?".join(parts)
-            self._rules.append((str(name), category, lang, re.compile(pattern)))
+            self._rules.append((str(name), category, lang, re.compile(pattern), tuple(items)))
+        self._automata: dict[str, ahocorasick.Automaton] = {}
+        for lang, literals in keys.items():
+            if literals:
+                automaton = ahocorasick.Automaton()
+                for literal, key in literals.items():
+                    automaton.add_word(literal, key)
+                automaton.make_automaton()
+                self._automata[lang] = automaton
 
     def hits(self, views: NormalizedText) -> list[tuple[str, int, int, str]]:
         """``(category, start, end, rule name)`` in original positions for every rule that holds."""
         found = []
-        for name, category, lang, pattern in self._rules:
+        present: dict[str, set[int]] = {}
+        for lang, automaton in self._automata.items():
             view = views.base if lang == "en" else views.joined
-            if view is None:
+            if view is not None:
+                present[lang] = {key for _, key in automaton.iter(view.text)}
+        for name, category, lang, pattern, items in self._rules:
+            keys = present.get(lang)
+            if not keys or any(keys.isdisjoint(item) for item in items):
                 continue
-            match = pattern.search(view.text)
+            view = views.base if lang == "en" else views.joined
+            match = pattern.search(view.text)  # type: ignore[union-attr]  # present only with a view
             if match:
                 start, end = match.span()
                 found.append((category, view.origin[start], view.origin[end - 1] + 1, name))
