@@ -40,6 +40,10 @@ class ContextRules:
         self._rules: list[tuple[str, str, str, re.Pattern[str], tuple[frozenset[int], ...]]] = []
         keys: dict[str, dict[str, int]] = {"en": {}, "zh": {}}
         """Per language: literal every match of a class word contains -> key id."""
+        self._always: list[int] = []
+        """Rules with an item that may match without any literal (never ruled out)."""
+        self._triggers: dict[int, list[int]] = {}
+        """Key id -> the rules whose most selective item has that key."""
         for index, rule in enumerate(data.get("rules", [])):
             where = f"{_FILE}: rules[{index}]"
             name, category, lang = rule.get("name"), rule.get("category"), rule.get("lang")
@@ -51,14 +55,19 @@ class ContextRules:
             gap = int(rule.get("max_gap", 3))
             parts = []
             items: list[frozenset[int]] = []
+            unfiltered = False
             for item in sequence:
                 words = classes[item].get(lang) if item in classes else [item]
                 if not words:
                     raise PackDataError(f"{where}: class {item!r} has no {lang} words")
                 folded = sorted({normalizer.fold_term(w) for w in words}, key=len, reverse=True)
-                literals = ([max(w.split(), key=len) for w in folded] if lang == "en"
+                literals = ([max(w.split() or [""], key=len) for w in folded] if lang == "en"
                             else [w.replace(" ", "") for w in folded])
-                items.append(frozenset(keys[lang].setdefault(x, len(keys[lang])) for x in literals))
+                if "" in literals:
+                    unfiltered = True
+                    continue
+                # Key ids are global (one counter for both languages), so one trigger map serves both.
+                items.append(frozenset(keys[lang].setdefault(x, sum(map(len, keys.values()))) for x in literals))
                 if lang == "en":
                     parts.append("(?:" + "|".join(
                         r"[^a-z]+".join(re.escape(x) for x in w.split()) for w in folded) + ")" + _EN_SUFFIX)
@@ -69,6 +78,13 @@ class ContextRules:
                 pattern = r"(?<![a-z])" + joiner.join(parts) + r"(?![a-z])"
             else:
                 pattern = f"[^。！？!?.]{{0,{gap}}}?".join(parts)
+            if unfiltered or not items:
+                self._always.append(len(self._rules))
+            else:
+                # The item whose shortest literal is longest is the rarest: it triggers the rule.
+                trigger = max(items, key=lambda item: min(len(lit) for lit, key in keys[lang].items() if key in item))
+                for key in trigger:
+                    self._triggers.setdefault(key, []).append(len(self._rules))
             self._rules.append((str(name), category, lang, re.compile(pattern), tuple(items)))
         self._automata: dict[str, ahocorasick.Automaton] = {}
         for lang, literals in keys.items():
@@ -82,17 +98,21 @@ class ContextRules:
     def hits(self, views: NormalizedText) -> list[tuple[str, int, int, str]]:
         """``(category, start, end, rule name)`` in original positions for every rule that holds."""
         found = []
-        present: dict[str, set[int]] = {}
+        present: set[int] = set()
         for lang, automaton in self._automata.items():
             view = views.base if lang == "en" else views.joined
             if view is not None:
-                present[lang] = {key for _, key in automaton.iter(view.text)}
-        for name, category, lang, pattern, items in self._rules:
-            keys = present.get(lang)
-            if not keys or any(keys.isdisjoint(item) for item in items):
-                continue
+                present.update(key for _, key in automaton.iter(view.text))
+        candidates = set(self._always)
+        triggers = self._triggers
+        for key in present.intersection(triggers):
+            candidates.update(triggers[key])
+        for index in sorted(candidates):
+            name, category, lang, pattern, items = self._rules[index]
             view = views.base if lang == "en" else views.joined
-            match = pattern.search(view.text)  # type: ignore[union-attr]  # present only with a view
+            if view is None or any(present.isdisjoint(item) for item in items):
+                continue
+            match = pattern.search(view.text)
             if match:
                 start, end = match.span()
                 found.append((category, view.origin[start], view.origin[end - 1] + 1, name))

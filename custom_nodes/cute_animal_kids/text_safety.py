@@ -302,22 +302,25 @@ class TextSafetyChecker:
     def _pinyin_hits(self, view: View) -> list[_Hit]:
         """Runs of 1-4 Latin words that spell a Chinese term's reading ("zisha", "zi sha", "zi4 sha1")."""
         prefixes = self._pinyin_prefixes
-        # A reading starts with a whole word: when no word begins one (the usual case), no hit.
-        if prefixes.isdisjoint(_PINYIN_WORD.findall(view.text)):
+        words = _PINYIN_WORD.findall(view.text)
+        # A reading starts with a whole word: when no word begins one, there is no hit.
+        if prefixes.isdisjoint(words):
             return []
-        words = [(m.start(), m.end(), m.group(1)) for m in _PINYIN_WORD.finditer(view.text)]
-        found = []
+        runs: list[tuple[int, int, int]] = []  # (first word, last word, rule)
         for i in range(len(words)):
             key = ""
             for j in range(i, min(i + _MAX_PINYIN_WORDS, len(words))):
-                key += words[j][2]
+                key += words[j]
                 if key not in prefixes:
                     break  # no reading starts with this run of words, nor with a longer one
                 rule = self._pinyin.get(key)
                 if rule is not None:
-                    found.append(_Hit(rule, view.origin[words[i][0]], view.origin[words[j][1] - 1] + 1))
+                    runs.append((i, j, rule))
                     break
-        return found
+        if not runs:
+            return []
+        spans = [m.span() for m in _PINYIN_WORD.finditer(view.text)]
+        return [_Hit(rule, view.origin[spans[i][0]], view.origin[spans[j][1] - 1] + 1) for i, j, rule in runs]
 
     def _strict_check(self, views: Any, text: str) -> TextSafetyDecision:
         if self._strict is None:
