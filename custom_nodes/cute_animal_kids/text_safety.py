@@ -158,8 +158,7 @@ class TextSafetyChecker:
                 terms_path = child_path(path, language)
                 terms = require_string_list(require_key(entry, language, file, path), file, terms_path)
                 for index, term in enumerate(terms):
-                    group = f"r{len(rules)}"
-                    pattern = self._pattern(term, language, file, child_path(terms_path, index), group=group)
+                    pattern = self._pattern(term, language, file, child_path(terms_path, index))
                     branches[language].append((len(self._normalizer.fold_term(term)), len(rules), pattern))
                     rules.append(_Rule(name, language, term))
                     if language == "zh":
@@ -186,8 +185,7 @@ class TextSafetyChecker:
             branches[language].sort(key=lambda branch: -branch[0])
             for rank, (_, rule, pattern) in enumerate(branches[language]):
                 self._rank[rule] = rank
-                self._patterns[rule] = re.compile(
-                    f"(?<![a-z]){pattern}(?![a-z])" if language == "en" else pattern)
+                self._patterns[rule] = re.compile(pattern)
 
         allow = allow_data
         self._allow: dict[str, tuple[re.Pattern[str], ...]] = {}
@@ -212,14 +210,12 @@ class TextSafetyChecker:
             for language, index_type in (("en", LatinTermIndex), ("zh", CjkTermIndex))
         }
 
-    def _pattern(self, term: str, language: str, file: str, path: str, *, group: str | None = None) -> str:
-        """The tolerant regex for one entry: a named-group alternative for the lexicon alternation
-        (``group`` given; word guards are shared around it) or a standalone allow-list pattern.
-        """
+    def _pattern(self, term: str, language: str, file: str, path: str) -> str:
+        """The tolerant regex for one lexicon term or allow phrase (see :mod:`.text_normalizer`)."""
         folded = self._normalizer.fold_term(term)
         if language == "en":
             try:
-                pattern = self._normalizer.latin_pattern(folded, group=group, boundaries=group is None)
+                pattern = self._normalizer.latin_pattern(folded)
             except ValueError:
                 raise PackDataError(
                     f"{file}: {path}: English entries must be Latin letters, digits, spaces or hyphens"
@@ -227,7 +223,7 @@ class TextSafetyChecker:
         else:
             if folded.isascii():
                 raise PackDataError(f"{file}: {path}: Chinese entries must contain Chinese characters")
-            pattern = self._normalizer.cjk_pattern(folded, group=group)
+            pattern = self._normalizer.cjk_pattern(folded)
         if re.fullmatch(pattern, ""):
             raise PackDataError(f"{file}: {path}: matches the empty string")
         return pattern
