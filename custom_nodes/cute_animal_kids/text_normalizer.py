@@ -55,6 +55,9 @@ _DROPPED_CATEGORIES = frozenset({"Mn", "Me", "Cf", "Cs", "Zl", "Zp"})
 make OpenCC and every UTF-8 writer raise) and the line/paragraph separators U+2028/U+2029 (hostile
 input hides them inside words: "gu\u2028n" reads "gun")."""
 
+_FEW_CHANGES = 8
+"""Up to this many distinct characters to fold in a text, ``str.replace`` each; beyond, translate."""
+
 _FOLD_CACHE_LIMIT = 50_000
 """Bound on cached characters so hostile input with many distinct code points cannot grow memory."""
 
@@ -155,6 +158,8 @@ class TextNormalizer:
         self._fold_cache: dict[str, str] = {}
         self._fold_table: dict[int, str] = {}
         """``str.translate`` table of the cached characters that do not fold to themselves."""
+        self._changed: set[str] = set()
+        """The keys of ``_fold_table`` as characters."""
         self._irregular: set[str] = set()
         """Cached characters that fold to no or several characters (they shift positions)."""
         self._fold_lock = threading.Lock()
@@ -216,6 +221,7 @@ class TextNormalizer:
                 self._irregular.add(ch)
             if folded != ch:
                 self._fold_table[ord(ch)] = folded
+                self._changed.add(ch)
             self._fold_cache[ch] = folded
 
     def _emoji_word(self, ch: str) -> str:
@@ -242,7 +248,15 @@ class TextNormalizer:
         for ch in missing:
             self._fold_char(ch)
         if all(ch in cache for ch in missing):
-            folded = text.translate(self._fold_table)
+            changed = chars.intersection(self._changed)
+            # A few str.replace beat translate's per-character lookups (when no replacement
+            # brings in a character that is itself replaced, so the order cannot matter).
+            if len(changed) <= _FEW_CHANGES and all(self._changed.isdisjoint(cache[ch]) for ch in changed):
+                folded = text
+                for ch in changed:
+                    folded = folded.replace(ch, cache[ch])
+            else:
+                folded = text.translate(self._fold_table)
             if chars.isdisjoint(self._irregular):
                 return View(folded, range(len(text)))
             return View(folded, make_origin=lambda: self._origin_of(text))

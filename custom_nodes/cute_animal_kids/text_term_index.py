@@ -136,11 +136,13 @@ class CjkTermIndex:
             key = pairs[0] if pairs else next(ch for ch in chars if literal(ch))
             keys.setdefault(key, []).append(entry_id)
         self._automaton = _automaton(keys)
+        self._firsts = frozenset(key[0] for key in keys)
+        """A text with none of these has no key: one C-level set test skips the automaton."""
 
     def candidates(self, text: str) -> set[int]:
         """Ids of the entries that may match somewhere in ``text`` (a superset of those that do)."""
         found: set[int] = set()
-        if self._automaton is not None:
+        if self._automaton is not None and not self._firsts.isdisjoint(text):
             for _, ids in self._automaton.iter(text):
                 found.update(ids)
         return found
