@@ -94,7 +94,7 @@ class View:
     with ``make_origin`` instead: the map is then computed on first use, at most once.
     """
 
-    __slots__ = ("text", "_origin", "_make_origin")
+    __slots__ = ("_make_origin", "_origin", "text")
 
     def __init__(self, text: str, origin: Sequence[int] | None = None, *,
                  make_origin: Callable[[], Sequence[int]] | None = None) -> None:
