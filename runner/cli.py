@@ -35,10 +35,10 @@ from cak.errors import (
 )
 from cak.events import RunResult
 from cak.install_state import REPO_ROOT, VAR_DIR, NotInstalledError, load_state
+from cak.progress import ProgressDisplay, ProgressReporter
 from cak.workflow import Workflow, parse_assignments
 
 from .object_info import ObjectInfo
-from .progress import ProgressReporter
 from .ui_convert import ui_to_api
 from .validation import validate_graph
 
@@ -234,7 +234,7 @@ async def run_workflow(client: ComfyClient, workflow: Workflow, values: dict[str
                        args: argparse.Namespace) -> int:
     """Validate, run and save; shared by ``run`` and ``demo``."""
     graph = workflow.build(values)
-    reporter = ProgressReporter(graph, stream=_DevNull() if args.quiet else sys.stderr)
+    reporter = ProgressReporter(graph, ProgressDisplay(_DevNull() if args.quiet else sys.stderr))
     await client.check()
     reporter.say(f"checking {workflow.name} against {client.base_url}/object_info")
     problems = validate_graph(graph, ObjectInfo(await client.object_info()), _models_hint())
@@ -244,7 +244,10 @@ async def run_workflow(client: ComfyClient, workflow: Workflow, values: dict[str
     timeout = args.timeout if args.timeout is not None else limits.get("timeout_s")
     step_timeout = args.step_timeout if args.step_timeout is not None else limits.get("step_timeout_s")
     reporter.say(f"submitting {workflow.name} ({len(graph)} nodes)")
-    result = await client.run(graph, on_event=reporter, timeout=timeout, step_timeout=step_timeout)
+    try:
+        result = await client.run(graph, on_event=reporter, timeout=timeout, step_timeout=step_timeout)
+    finally:
+        reporter.display.close()  # an error message must not land on a terminal's bar line
     paths = await save_images(client, result, args.out)
     if args.json:
         print(json.dumps({"status": "ok", "workflow": workflow.name, "prompt_id": result.prompt_id,

@@ -19,12 +19,14 @@ from aiohttp import web
 from cute_animal_kids.guard_model import GuardUnavailable
 
 from cak.install_state import NotInstalledError
+from cak.progress import ProgressDisplay
 
 from .api import create_app
 from .comfy_door import ComfyDoor
 from .command import supervisor_command
 from .guard_stage import load_guard
 from .http_protocol import ApiRunner
+from .job_events import progress_label
 from .job_request import FieldError
 from .service import JobService
 from .settings import ConfigError, load_settings
@@ -154,7 +156,7 @@ async def _demo_first_job(service: JobService, url: str) -> None:
     job = submitted.job
     say(f"demo: submitted job {job.id} ({DEMO_PROMPT!r}, style {DEMO_STYLE}); "
           f"follow it at {url}/v1/jobs/{job.id}")
-    last_percent = -1
+    display = ProgressDisplay(line=say)
     with service.events.listen(job.id) as queue:
         while True:
             current = await service.store.get(job.id)
@@ -166,10 +168,7 @@ async def _demo_first_job(service: JobService, url: str) -> None:
             except TimeoutError:
                 continue
             if event["type"] == "progress":
-                percent = int(event["fraction"] * 100)
-                if percent // 25 != last_percent // 25:
-                    say(f"demo: {percent:3d}% on {event['instance']}")
-                last_percent = percent
+                display.step(f"demo: {progress_label(event)}", int(event["value"]), int(event["max"]))
             elif event["type"] == "state":
                 say(f"demo: {event['state']}")
     if current is not None and current.state == JobState.SUCCEEDED:
