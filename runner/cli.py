@@ -18,6 +18,7 @@ from typing import Any
 
 from cak.comfy_client import ComfyClient
 from cak.comfy_process import ComfyLaunch, ComfyProcess, ComfyStartError
+from cak.demo import DEMO_PROMPT
 from cak.errors import (
     EXIT_EXECUTION,
     EXIT_OK,
@@ -44,12 +45,11 @@ from .validation import validate_graph
 
 DEFAULT_SERVER = os.environ.get("CAK_COMFYUI_URL", "http://127.0.0.1:8188")
 DEMO_WORKFLOW = "cute_animal_cpu"
-DEMO_PROMPT = "一只戴帽子的小熊"
 
 EPILOG = f"""\
 examples (cak-runner is in .venv/bin/, installed by install.py; `.venv/bin/python -m runner` is the
 same; both work from any folder):
-  cak-runner run cute_animal_cpu --set prompt="一只戴帽子的小熊" --set seed=7 \\
+  cak-runner run cute_animal_cpu --set prompt="{DEMO_PROMPT}" --set seed=7 \\
       --server http://127.0.0.1:8188 --out out/
   cak-runner run workflows/cute_animal_qwen_image.yaml --set steps=8 --set lora_strength=1 --json
   cak-runner demo                      # starts ComfyUI, draws one picture, stops it

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cak.demo import DEMO_PROMPT, DEMO_STYLE
 from cak.install_state import REPO_ROOT
 from cak.progress import ProgressDisplay
 
@@ -28,7 +29,6 @@ from .states import JobState
 
 URL_ENV = "CAK_SUPERVISOR_URL"
 DEFAULT_URL = "http://127.0.0.1:8288"
-DEMO_PROMPT = "一只戴帽子的小熊"
 # Exit codes (docs/api.md "Command line"); 2 is also argparse's for a bad command line.
 EXIT_OK = 0
 EXIT_UNREACHABLE = 1      # cannot reach the service, or it takes no jobs now (503)
@@ -43,7 +43,7 @@ is the same; both work from any folder):
   cak-supervisor up --demo                 # two CPU instances, a first job, then keep serving
   cak-supervisor up --config supervisor.yaml --log-json
   cak-supervisor status                    # instances, memory, jobs run, restarts, queue depth
-  cak-supervisor submit "{DEMO_PROMPT}" --style watercolor --wait
+  cak-supervisor submit "{DEMO_PROMPT}" --style {DEMO_STYLE} --wait
   cak-supervisor jobs --state failed
   cak-supervisor cancel JOB_ID
   cak-supervisor restart comfy-1

@@ -18,6 +18,7 @@ import yaml
 from aiohttp import web
 from cute_animal_kids.guard_model import GuardUnavailable
 
+from cak.demo import DEMO_PROMPT, DEMO_STYLE
 from cak.install_state import NotInstalledError
 from cak.progress import ProgressDisplay
 
@@ -34,8 +35,6 @@ from .states import TERMINAL_STATES, JobState
 
 log = logging.getLogger("supervisor")
 
-DEMO_PROMPT = "一只戴帽子的小熊"
-DEMO_STYLE = "watercolor"
 DEMO_INSTANCES = 2
 HTTP_SHUTDOWN_S = 5.0
 
@@ -176,5 +175,5 @@ async def _demo_first_job(service: JobService, url: str) -> None:
             say(f"demo: image saved at {service.store.image_path(relative)}")
     elif current is not None:
         say(f"demo: job ended {current.state}: {current.error}")
-    say(f"serving on {url}; try: {supervisor_command()} submit \"一只戴帽子的小熊\" --style watercolor "
+    say(f"serving on {url}; try: {supervisor_command()} submit \"{DEMO_PROMPT}\" --style {DEMO_STYLE} "
           f"--wait --url {url}   (Ctrl-C stops)")
