@@ -89,10 +89,6 @@ class Dispatcher:
         self._unavailable_logged = False
         self.kinds: dict[str, RequestKind] = {}
 
-    @property
-    def running_jobs(self) -> int:
-        return len(self._running)
-
     def wake(self) -> None:
         """A job was queued: look at the queue now rather than at the next poll."""
         self._wakeup.set()
@@ -141,7 +137,7 @@ class Dispatcher:
             try:
                 async with asyncio.timeout(POLL_INTERVAL_S):
                     await self._wakeup.wait()
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wakeup.clear()
             try:
