@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 import psutil
 
 from cak.demo import cpu_graph
-from supervisor.settings import Settings, load_settings
 from supervisor.instance import InstanceSnapshot
 from supervisor.pool import Pool
+from supervisor.settings import Settings, load_settings
 
 T = TypeVar("T")
 FAULT_NODES_DIR = Path(__file__).resolve().parent / "fault_nodes"
