@@ -26,15 +26,15 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cak.comfy_client import ComfyClient  # noqa: E402 - path set above
-from cak.comfy_process import ComfyLaunch, ComfyProcess, free_port  # noqa: E402
-from cak.install_state import REPO_ROOT, load_state  # noqa: E402
-from cak.workflow import Workflow  # noqa: E402
-from supervisor.service_client import ServiceClient  # noqa: E402
-from supervisor.states import TERMINAL_STATES  # noqa: E402
+from cak.comfy_client import ComfyClient
+from cak.comfy_process import ComfyLaunch, ComfyProcess, free_port
+from cak.demo import DEMO_PROMPT
+from cak.install_state import REPO_ROOT, load_state
+from cak.workflow import Workflow
+from supervisor.service_client import ServiceClient, ServiceError
+from supervisor.states import TERMINAL_STATES
 
 WORKFLOW = "cute_animal_cpu"
-PROMPT = "一只戴帽子的小熊"
 FINAL = TERMINAL_STATES
 
 
@@ -65,7 +65,7 @@ class Supervisor:
                 data = await client.request("GET", "/v1/instances")
                 if sum(i["state"] == "ready" for i in data["instances"]) >= self.instances:
                     return
-            except Exception:  # not listening yet
+            except ServiceError:  # not listening yet
                 pass
             await asyncio.sleep(0.5)
 
@@ -81,19 +81,19 @@ async def supervisor_run(base: Path, instances: int, sequential: int, burst: int
         async with ServiceClient(supervisor.url) as client:
             await supervisor.ready(client)
             # Warm-up: one job per instance at once (the pool picks the least used) loads every model.
-            jobs = [await client.request("POST", "/v1/jobs", body={"prompt": PROMPT, "steps": steps,
+            jobs = [await client.request("POST", "/v1/jobs", body={"prompt": DEMO_PROMPT, "steps": steps,
                                                                      "seed": seed + 1000 + k})
                     for k in range(instances)]
             await asyncio.gather(*(wait_job(client, job["id"]) for job in jobs))
             latencies = []
             for n in range(sequential):
                 started = time.perf_counter()
-                job = await client.request("POST", "/v1/jobs", body={"prompt": PROMPT, "steps": steps,
+                job = await client.request("POST", "/v1/jobs", body={"prompt": DEMO_PROMPT, "steps": steps,
                                                                       "seed": seed + n})
                 await wait_job(client, job["id"])
                 latencies.append(time.perf_counter() - started)
             started = time.perf_counter()
-            jobs = [await client.request("POST", "/v1/jobs", body={"prompt": PROMPT, "steps": steps,
+            jobs = [await client.request("POST", "/v1/jobs", body={"prompt": DEMO_PROMPT, "steps": steps,
                                                                     "seed": seed + 500 + n})
                     for n in range(burst)]
             await asyncio.gather(*(wait_job(client, job["id"]) for job in jobs))
@@ -110,11 +110,11 @@ async def direct_run(base: Path, sequential: int, steps: int, seed: int) -> list
     try:
         await process.wait_ready(300)
         async with ComfyClient(process.url) as client:
-            await client.run(workflow.build({"prompt": PROMPT, "steps": steps, "seed": seed + 999}))
+            await client.run(workflow.build({"prompt": DEMO_PROMPT, "steps": steps, "seed": seed + 999}))
             latencies = []
             for n in range(sequential):
                 started = time.perf_counter()
-                result = await client.run(workflow.build({"prompt": PROMPT, "steps": steps, "seed": seed + n}))
+                result = await client.run(workflow.build({"prompt": DEMO_PROMPT, "steps": steps, "seed": seed + n}))
                 for image in result.images:
                     await client.download(image)
                 latencies.append(time.perf_counter() - started)

@@ -154,20 +154,6 @@ class Parameter(_Spec):
         if self.max_length is not None and len(value) > self.max_length:
             raise UsageError(f"parameter {name}: {len(value)} characters, at most {self.max_length} allowed")
 
-    def describe(self) -> str:
-        """One line for ``--help``-like listings: type, default, limits."""
-        limits = []
-        if self.choices is not None:
-            limits.append("one of " + "|".join(map(str, self.choices)))
-        if self.min is not None or self.max is not None:
-            limits.append(f"{_num(self.min) if self.min is not None else ''}..{_num(self.max) if self.max is not None else ''}")
-        if self.multiple_of:
-            limits.append(f"multiple of {self.multiple_of}")
-        if self.max_length is not None:
-            limits.append(f"≤ {self.max_length} chars")
-        extra = f", {', '.join(limits)}" if limits else ""
-        return f"{self.name} ({self.type}{extra}; default {self.default!r}): {self.description}"
-
 
 @dataclass
 class Workflow:
@@ -177,9 +163,6 @@ class Workflow:
     graph: dict[str, Any]
     parameters: dict[str, Parameter]
     description: str = ""
-    manifest_path: Path | None = None
-    api_path: Path | None = None
-    ui_path: Path | None = None
     raw_manifest: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -194,7 +177,7 @@ class Workflow:
         sibling = _manifest_beside(path)
         if sibling is not None:
             return cls._from_manifest(sibling)
-        return cls(name=path.name.split(".")[0], graph=load_api_graph(path), parameters={}, api_path=path)
+        return cls(name=path.name.split(".")[0], graph=load_api_graph(path), parameters={})
 
     @classmethod
     def _from_manifest(cls, path: Path) -> Workflow:
@@ -202,17 +185,13 @@ class Workflow:
         api_name = manifest.get("api")
         if not isinstance(api_name, str):
             raise UsageError(f"{path}: the manifest needs `api: <file>.api.json`")
-        api_path = (path.parent / api_name).resolve()
-        ui_name = manifest.get("ui")
-        graph = load_api_graph(api_path)
+        graph = load_api_graph((path.parent / api_name).resolve())
         raw_params = manifest.get("parameters") or {}
         if not isinstance(raw_params, dict):
             raise UsageError(f"{path}: `parameters` must be a mapping of name → definition")
         parameters = {name: _parse_parameter(path, str(name), spec, graph) for name, spec in raw_params.items()}
         return cls(name=str(manifest.get("name") or path.stem), graph=graph, parameters=parameters,
-                   description=str(manifest.get("description") or "").strip(), manifest_path=path,
-                   api_path=api_path, ui_path=(path.parent / ui_name).resolve() if isinstance(ui_name, str) else None,
-                   raw_manifest=manifest)
+                   description=str(manifest.get("description") or "").strip(), raw_manifest=manifest)
 
     def defaults(self) -> dict[str, Any]:
         return {name: p.default for name, p in self.parameters.items()}

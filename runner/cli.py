@@ -18,6 +18,7 @@ from typing import Any
 
 from cak.comfy_client import ComfyClient
 from cak.comfy_process import ComfyLaunch, ComfyProcess, ComfyStartError
+from cak.demo import DEMO_PROMPT
 from cak.errors import (
     EXIT_EXECUTION,
     EXIT_OK,
@@ -35,21 +36,22 @@ from cak.errors import (
 )
 from cak.events import RunResult
 from cak.install_state import REPO_ROOT, VAR_DIR, NotInstalledError, load_state
+from cak.progress import ProgressDisplay, ProgressReporter
 from cak.workflow import Workflow, parse_assignments
 
 from .object_info import ObjectInfo
-from .progress import ProgressReporter
 from .ui_convert import ui_to_api
 from .validation import validate_graph
 
-DEFAULT_SERVER = os.environ.get("CAK_COMFYUI_URL", "http://127.0.0.1:8188")
+SERVER_ENV = "CAK_COMFYUI_URL"
+FALLBACK_SERVER = "http://127.0.0.1:8188"
+SERVER_HELP = f"ComfyUI base URL (default: ${SERVER_ENV} when set, else {FALLBACK_SERVER})"
 DEMO_WORKFLOW = "cute_animal_cpu"
-DEMO_PROMPT = "一只戴帽子的小熊"
 
 EPILOG = f"""\
 examples (cak-runner is in .venv/bin/, installed by install.py; `.venv/bin/python -m runner` is the
 same; both work from any folder):
-  cak-runner run cute_animal_cpu --set prompt="一只戴帽子的小熊" --set seed=7 \\
+  cak-runner run cute_animal_cpu --set prompt="{DEMO_PROMPT}" --set seed=7 \\
       --server http://127.0.0.1:8188 --out out/
   cak-runner run workflows/cute_animal_qwen_image.yaml --set steps=8 --set lora_strength=1 --json
   cak-runner demo                      # starts ComfyUI, draws one picture, stops it
@@ -60,6 +62,7 @@ same; both work from any folder):
 
 WORKFLOW is a name from workflows/ (e.g. cute_animal_cpu), a manifest (.yaml) or an API-format
 .json (its manifest is used when one lies next to it). See docs/workflows.md for parameters.
+--server defaults to ${SERVER_ENV} when that is set, else {FALLBACK_SERVER}.
 
 exit codes:
   {EXIT_OK}  success
@@ -131,21 +134,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def default_server() -> str:
+    """Where ``--server`` points when it is not given (read when the command line is parsed)."""
+    return os.environ.get(SERVER_ENV) or FALLBACK_SERVER
+
+
 def _add_set(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="assignments",
                         help="set a workflow parameter (repeatable), e.g. --set seed=7")
 
 
 def _add_server(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", default=DEFAULT_SERVER, metavar="URL",
-                        help="ComfyUI base URL (default: $CAK_COMFYUI_URL or %(default)s)")
+    parser.add_argument("--server", default=default_server(), metavar="URL", help=SERVER_HELP)
     parser.add_argument("--request-timeout", type=float, default=30.0, metavar="S",
                         help="limit for each HTTP call (default %(default)s s)")
 
 
 def _add_object_info_source(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--server", metavar="URL", help=f"ComfyUI base URL to ask (default {DEFAULT_SERVER})")
+    source.add_argument("--server", default=default_server(), metavar="URL", help=SERVER_HELP)
     source.add_argument("--object-info", type=Path, metavar="FILE",
                         help="a saved /object_info JSON instead of a server (offline)")
     parser.add_argument("--request-timeout", type=float, default=30.0, metavar="S",
@@ -171,7 +178,7 @@ def _add_run_options(parser: argparse.ArgumentParser, default_out: str) -> None:
 async def _load_object_info(args: argparse.Namespace) -> ObjectInfo:
     if args.object_info is not None:
         return ObjectInfo.load(args.object_info)
-    async with ComfyClient(args.server or DEFAULT_SERVER, request_timeout=args.request_timeout) as client:
+    async with ComfyClient(args.server, request_timeout=args.request_timeout) as client:
         await client.check()
         return ObjectInfo(await client.object_info())
 
@@ -234,7 +241,7 @@ async def run_workflow(client: ComfyClient, workflow: Workflow, values: dict[str
                        args: argparse.Namespace) -> int:
     """Validate, run and save; shared by ``run`` and ``demo``."""
     graph = workflow.build(values)
-    reporter = ProgressReporter(graph, stream=_DevNull() if args.quiet else sys.stderr)
+    reporter = ProgressReporter(graph, ProgressDisplay(_DevNull() if args.quiet else sys.stderr))
     await client.check()
     reporter.say(f"checking {workflow.name} against {client.base_url}/object_info")
     problems = validate_graph(graph, ObjectInfo(await client.object_info()), _models_hint())
@@ -244,7 +251,10 @@ async def run_workflow(client: ComfyClient, workflow: Workflow, values: dict[str
     timeout = args.timeout if args.timeout is not None else limits.get("timeout_s")
     step_timeout = args.step_timeout if args.step_timeout is not None else limits.get("step_timeout_s")
     reporter.say(f"submitting {workflow.name} ({len(graph)} nodes)")
-    result = await client.run(graph, on_event=reporter, timeout=timeout, step_timeout=step_timeout)
+    try:
+        result = await client.run(graph, on_event=reporter, timeout=timeout, step_timeout=step_timeout)
+    finally:
+        reporter.display.close()  # an error message must not land on a terminal's bar line
     paths = await save_images(client, result, args.out)
     if args.json:
         print(json.dumps({"status": "ok", "workflow": workflow.name, "prompt_id": result.prompt_id,

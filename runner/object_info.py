@@ -41,7 +41,6 @@ class NodeSpec:
     class_type: str
     inputs: dict[str, InputSpec]      # in the node's declared order (required, then optional)
     output_types: tuple[str, ...]
-    output_names: tuple[str, ...]
     display_name: str
     output_node: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -61,7 +60,7 @@ class ObjectInfo:
         self._specs: dict[str, NodeSpec] = {}
 
     @classmethod
-    def load(cls, path: Path) -> "ObjectInfo":
+    def load(cls, path: Path) -> ObjectInfo:
         """A saved ``/object_info`` JSON (``python -m runner object-info --out FILE``)."""
         try:
             return cls(json.loads(path.read_text()))
@@ -95,7 +94,6 @@ def _parse_node(class_type: str, raw: dict[str, Any]) -> NodeSpec:
         class_type=class_type,
         inputs=inputs,
         output_types=tuple(_type_name(t) for t in raw.get("output") or []),
-        output_names=tuple(raw.get("output_name") or raw.get("output") or []),
         display_name=raw.get("display_name") or class_type,
         output_node=bool(raw.get("output_node")),
         extra={k: v for k, v in raw.items() if k in ("category", "python_module")},

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from cak.errors import ValidationFailed
 from cak.model_folders import MODEL_FOLDERS
 
 from .object_info import InputSpec, NodeSpec, ObjectInfo, types_compatible
+
 
 def validate_graph(graph: dict[str, Any], object_info: ObjectInfo, models_hint: str = "models") -> list[str]:
     """Every problem found, one readable line each (empty when the graph fits the server).
@@ -33,18 +33,6 @@ def validate_graph(graph: dict[str, Any], object_info: ObjectInfo, models_hint: 
             continue
         problems += _check_node(node_id, node.get("inputs") or {}, spec, graph, object_info, models_hint)
     return problems
-
-
-def require_valid(graph: dict[str, Any], object_info: ObjectInfo, models_hint: str = "models") -> None:
-    """``ValidationFailed`` listing every problem, if there is any."""
-    problems = validate_graph(graph, object_info, models_hint)
-    if problems:
-        raise ValidationFailed(problems)
-
-
-def missing_models(problems: list[str]) -> list[str]:
-    """The problems that are only an absent model file."""
-    return [p for p in problems if " model file " in p]
 
 
 def _check_node(node_id: str, inputs: dict[str, Any], spec: NodeSpec, graph: dict[str, Any],
@@ -83,12 +71,12 @@ def _check_link(where: str, name: str, link: list, input_spec: InputSpec, graph:
     if origin_spec is None:
         return []  # reported on the origin node itself
     if not 0 <= slot < len(origin_spec.output_types):
-        return [f"{where}: input {name!r} is linked to output {slot} of node {origin_id} "
-                f"({origin_spec.class_type}), which has {len(origin_spec.output_types)} outputs"]
+        return [(f"{where}: input {name!r} is linked to output {slot} of node {origin_id} "
+                f"({origin_spec.class_type}), which has {len(origin_spec.output_types)} outputs")]
     output_type = origin_spec.output_types[slot]
     if not types_compatible(output_type, input_spec.type):
-        return [f"{where}: input {name!r} wants {input_spec.type} but node {origin_id} "
-                f"({origin_spec.class_type}) output {slot} gives {output_type}"]
+        return [(f"{where}: input {name!r} wants {input_spec.type} but node {origin_id} "
+                f"({origin_spec.class_type}) output {slot} gives {output_type}")]
     return []
 
 
@@ -97,8 +85,8 @@ def _check_value(where: str, name: str, value: Any, spec: InputSpec, models_hint
         if spec.choices is not None and value not in spec.choices:
             folder = MODEL_FOLDERS.get(name)
             if folder is not None:
-                return [f"{where}: model file {value} is not in {folder}/ on the server — put it in "
-                        f"{models_hint}/{folder}/ (see docs/workflows.md)"]
+                return [(f"{where}: model file {value} is not in {folder}/ on the server — put it in "
+                        f"{models_hint}/{folder}/ (see docs/workflows.md)")]
             shown = ", ".join(map(str, spec.choices[:8])) + (", …" if len(spec.choices) > 8 else "")
             return [f"{where}: {name}={value!r} is not one of the choices ({shown})"]
         return []

@@ -16,9 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cak.demo import DEMO_PROMPT, DEMO_STYLE
 from cak.install_state import REPO_ROOT
+from cak.progress import ProgressDisplay
 
 from .command import supervisor_command
+from .job_events import progress_label
 from .log_format import configure_logging
 from .service_client import ServiceClient, ServiceError
 from .settings import TOKEN_ENV
@@ -26,7 +29,6 @@ from .states import JobState
 
 URL_ENV = "CAK_SUPERVISOR_URL"
 DEFAULT_URL = "http://127.0.0.1:8288"
-DEMO_PROMPT = "一只戴帽子的小熊"
 # Exit codes (docs/api.md "Command line"); 2 is also argparse's for a bad command line.
 EXIT_OK = 0
 EXIT_UNREACHABLE = 1      # cannot reach the service, or it takes no jobs now (503)
@@ -41,7 +43,7 @@ is the same; both work from any folder):
   cak-supervisor up --demo                 # two CPU instances, a first job, then keep serving
   cak-supervisor up --config supervisor.yaml --log-json
   cak-supervisor status                    # instances, memory, jobs run, restarts, queue depth
-  cak-supervisor submit "{DEMO_PROMPT}" --style watercolor --wait
+  cak-supervisor submit "{DEMO_PROMPT}" --style {DEMO_STYLE} --wait
   cak-supervisor jobs --state failed
   cak-supervisor cancel JOB_ID
   cak-supervisor restart comfy-1
@@ -201,17 +203,19 @@ async def _submit(client: ServiceClient, args: argparse.Namespace) -> int:
 
 async def follow_and_save(client: ServiceClient, job_id: str, out: Path) -> int:
     """Show the job's progress until it ends; save its images and print their paths."""
-    bar = ProgressBar()
+    display = ProgressDisplay()
     last_note = None
-    async for name, event in client.events(job_id):
-        if name == "progress":
-            bar.show(event.get("fraction", 0.0), f"{event.get('instance')} #{event.get('attempt')}")
-        elif name == "state":
-            note = event["state"]  # a final error is printed once, below
-            if note != last_note:  # the stream's first event may repeat the state already shown
-                bar.note(note)
-            last_note = note
-    bar.done()
+    try:
+        async for name, event in client.events(job_id):
+            if name == "progress":
+                display.step(progress_label(event), int(event.get("value", 0)), int(event.get("max", 1)))
+            elif name == "state":
+                note = event["state"]  # a final error is printed once, below
+                if note != last_note:  # the stream's first event may repeat the state already shown
+                    display.say(note)
+                last_note = note
+    finally:
+        display.close()  # what follows (an error, Ctrl-C's hint) starts on its own line
     job = await client.request("GET", f"/v1/jobs/{job_id}")
     if job["state"] != JobState.SUCCEEDED:
         category = f", category {job['category']}" if job.get("category") else ""
@@ -236,32 +240,3 @@ def _save(path: Path, data: bytes) -> None:
     partial = path.with_name(path.name + ".part")
     partial.write_bytes(data)
     partial.replace(path)
-
-
-class ProgressBar:
-    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
-
-    WIDTH = 30
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.last = -1
-
-    def show(self, fraction: float, where: str) -> None:
-        percent = int(fraction * 100)
-        if self.tty:
-            filled = int(fraction * self.WIDTH)
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {percent:3d}%  {where}  ")
-            sys.stderr.flush()
-        elif percent // 25 != self.last // 25:
-            print(f"{percent:3d}%  {where}", file=sys.stderr)
-        self.last = percent
-
-    def note(self, text: str) -> None:
-        if self.tty:
-            sys.stderr.write("\n")
-        print(text, file=sys.stderr)
-
-    def done(self) -> None:
-        sys.stderr.flush()
-

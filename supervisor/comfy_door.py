@@ -44,7 +44,7 @@ from .comfy_door_graph import (
     queue_item,
 )
 from .comfy_door_ws import DoorSockets, EventRelay, Followed, json_frame, now_ms, png_frame
-from .dispatcher import _write_file
+from .dispatcher import JobInstance, _write_file
 from .job_request import valid_job_id
 from .job_store import (
     CANCELLED,
@@ -125,7 +125,7 @@ class DoorGraphs:
     def graph(self, request: dict[str, Any]) -> dict[str, Any]:
         return graph_to_run(request["graph"])
 
-    async def stage(self, instance: Any, job: Job, attempt: int, result: RunResult) -> list[str]:
+    async def stage(self, instance: JobInstance, job: Job, attempt: int, result: RunResult) -> list[str]:
         """Download, gate and stage every image; ``outputs.json`` says which node made which."""
         store = self.service.store
         folder = store.staging_dir(job.id, attempt)

@@ -14,10 +14,13 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from cak.comfy_client import ComfyClient
+from cak.comfy_process import ComfyProcess
 from cak.errors import (
     ComfyError,
     ExecutionFailed,
@@ -56,20 +59,33 @@ log = logging.getLogger("supervisor.jobs")
 POLL_INTERVAL_S = 2.0
 
 
+class JobInstance(Protocol):
+    """What an attempt uses of the instance the pool lent it (``supervisor.instance.Instance`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def client(self) -> ComfyClient | None: ...  # None once its process is gone
+
+    @property
+    def process(self) -> ComfyProcess: ...  # where its output folder is
+
+
 class RequestKind(Protocol):
     """A kind of stored request other than a workflow (``request["kind"]``), e.g. the ComfyUI door's
     graphs: the graph each attempt runs, and how its result's images are staged."""
 
     def graph(self, request: dict[str, Any]) -> dict[str, Any]: ...
 
-    async def stage(self, instance: Any, job: Job, attempt: int, result: RunResult) -> list[str]: ...
+    async def stage(self, instance: JobInstance, job: Job, attempt: int, result: RunResult) -> list[str]: ...
 
 
 @dataclass
 class _Running:
     job_id: str
     attempt: int
-    instance: Any
+    instance: JobInstance
     task: asyncio.Task[None]
     prompt_id: str | None = None
 
@@ -88,10 +104,6 @@ class Dispatcher:
         self._running: dict[str, _Running] = {}
         self._unavailable_logged = False
         self.kinds: dict[str, RequestKind] = {}
-
-    @property
-    def running_jobs(self) -> int:
-        return len(self._running)
 
     def wake(self) -> None:
         """A job was queued: look at the queue now rather than at the next poll."""
@@ -141,7 +153,7 @@ class Dispatcher:
             try:
                 async with asyncio.timeout(POLL_INTERVAL_S):
                     await self._wakeup.wait()
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wakeup.clear()
             try:
@@ -175,7 +187,7 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ one attempt
 
-    async def _run(self, instance: Any, job: Job, attempt: int) -> None:
+    async def _run(self, instance: JobInstance, job: Job, attempt: int) -> None:
         where = {"job_id": job.id, "instance": instance.name, "attempt": attempt}
         log.info("job started", extra=where)
         self.events.state(job.id, RUNNING, instance=instance.name, attempt=attempt)
@@ -235,7 +247,7 @@ class Dispatcher:
             self.pool.release(instance)  # a no-op for an instance that was lost meanwhile
             self.wake()
 
-    def _on_event(self, job_id: str, instance: Any, attempt: int):
+    def _on_event(self, job_id: str, instance: JobInstance, attempt: int) -> Callable[[ComfyEvent], None]:
         def handle(event: ComfyEvent) -> None:
             running = self._running.get(job_id)
             if running is not None and running.prompt_id is None and event.data.get("prompt_id"):
@@ -243,7 +255,7 @@ class Dispatcher:
             self.events.comfy_event(job_id, instance.name, attempt, event)
         return handle
 
-    async def _stage_images(self, instance: Any, job_id: str, attempt: int, result: RunResult) -> list[str]:
+    async def _stage_images(self, instance: JobInstance, job_id: str, attempt: int, result: RunResult) -> list[str]:
         """Download the run's images into the attempt's staging folder; their file names."""
         folder = self.store.staging_dir(job_id, attempt)
         client = instance.client

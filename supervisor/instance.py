@@ -4,7 +4,9 @@ A ``Lifetime`` is one process from launch to stop; it ends with a reason (``cras
 ``leak``, …) and the supervising task decides, through the restart policy, whether and when the
 next one starts. Hard faults end a lifetime at once; graceful reasons (leak, recycle, request) wait
 for the running job to be released. States: STARTING → READY ⇄ BUSY → DRAINING → RESTARTING, and
-FAILED after too many fault restarts in the window (until a restart is requested).
+FAILED after too many fault restarts in the window (until a restart is requested); ``TRANSITIONS``
+lists every allowed change, and any other raises ``InvalidTransition`` (a bug, not a condition).
+The watchdog only measures and reports (``WatchdogReport``): this class alone changes its state.
 """
 
 from __future__ import annotations
@@ -27,11 +29,28 @@ from .restart_policy import RestartPolicy
 from .settings import HealthSettings, InstanceSettings
 from .states import InstanceState
 from .warmup import warmup_graph
-from .watchdog import Watchdog
+from .watchdog import Watchdog, WatchdogReport
 
 logger = logging.getLogger("supervisor.instance")
 
 SHUTDOWN = "shutdown"  # a lifetime ended by Pool.stop: not a restart
+
+
+_S = InstanceState
+# Every allowed state change (staying in the same state is always allowed, and is no change).
+TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
+    _S.STOPPED: frozenset({_S.STARTING}),
+    _S.STARTING: frozenset({_S.READY, _S.DRAINING, _S.RESTARTING, _S.FAILED, _S.STOPPED}),
+    _S.READY: frozenset({_S.BUSY, _S.DRAINING, _S.RESTARTING, _S.FAILED, _S.STOPPED}),
+    _S.BUSY: frozenset({_S.READY, _S.DRAINING, _S.RESTARTING, _S.FAILED, _S.STOPPED}),
+    _S.DRAINING: frozenset({_S.READY, _S.RESTARTING, _S.FAILED, _S.STOPPED}),
+    _S.RESTARTING: frozenset({_S.STARTING, _S.STOPPED}),
+    _S.FAILED: frozenset({_S.STARTING, _S.STOPPED}),
+}
+
+
+class InvalidTransition(RuntimeError):
+    """An instance was asked to change state in a way ``TRANSITIONS`` does not allow: a bug."""
 
 
 @dataclass(frozen=True)
@@ -73,9 +92,6 @@ class Lifetime:
         self.job_deadline: float | None = None
         self.jobs = 0
         self.idle_since = time.monotonic()
-        self.frees_sent = 0  # idle /free requests sent in this idle period
-        self.baseline_rss_mb: float | None = None
-        self.baseline_device_mb: float | None = None
 
     def end(self, reason: str) -> bool:
         """Decide the reason (the first one wins); False if it was already decided."""
@@ -90,7 +106,7 @@ class Instance:
 
     def __init__(self, config: InstanceSettings, health: HealthSettings, base_dir: Path, install: InstallState, *,
                  extra_model_paths: list[Path], keep_metadata: bool,
-                 on_change: Callable[["Instance"], None]) -> None:
+                 on_change: Callable[[Instance], None]) -> None:
         self.config = config
         self.name = config.name
         self.health = health
@@ -143,6 +159,8 @@ class Instance:
     def _set_state(self, state: InstanceState) -> None:
         if state is self.state:
             return
+        if state not in TRANSITIONS[self.state]:
+            raise InvalidTransition(f"instance {self.name}: {self.state.value} → {state.value} is not allowed")
         self.log.info("%s → %s", self.state.value, state.value)
         self.state = state
         self.changed()
@@ -199,7 +217,7 @@ class Instance:
         try:
             async with asyncio.timeout(seconds):
                 await self._revive.wait()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _live(self) -> str:
@@ -221,7 +239,7 @@ class Instance:
             self._launched.set()
             if not life.ended.done() and await self._become_ready(life):
                 life.idle_since = time.monotonic()
-                self.watchdog.start()
+                self.watchdog.start(self.name)
                 self._set_state(InstanceState.DRAINING if self.drained else InstanceState.READY)
             reason = await life.ended
             self._log_end(reason)
@@ -273,7 +291,9 @@ class Instance:
             return False
         self.client = ComfyClient(self.url)
         await self.client.__aenter__()
-        self.watchdog = Watchdog(self, life)
+        self.watchdog = Watchdog(url=self.url, health=self.health, times=life, report=self._watchdog_report(life),
+                                 log=self.log, pid=lambda: self.pid, job_client=lambda: self.client,
+                                 on_gpu=self.config.cuda_device is not None)
         await self.watchdog.open()
         if self.health.warmup and not await self._warm_up(life):
             return False
@@ -303,6 +323,30 @@ class Instance:
             return False
         self.log.info("warm-up done in %.1f s", time.monotonic() - started)
         return True
+
+    # ------------------------------------------------------------------ what the watchdog reports
+
+    def _watchdog_report(self, life: Lifetime) -> WatchdogReport:
+        """The watchdog's findings about ``life``; dropped once that process is no longer current."""
+        def fault(reason: str, detail: str) -> None:
+            if life.end(reason):
+                self.log.error("%s: %s", reason, detail)
+
+        def leak(detail: str) -> None:
+            if life is self.lifetime:
+                self.request_restart("leak", detail)
+
+        def idle_freed(idle_s: float) -> None:
+            if life is self.lifetime:
+                self.idle_frees += 1
+                self.log.info("idle for %.0f s: sent /free (unload models, drop cached outputs)", idle_s)
+                self.changed()
+
+        def measured(rss_mb: float | None, device_mb: float | None) -> None:
+            if life is self.lifetime:
+                self.rss_mb, self.device_mem_mb = rss_mb, device_mb
+
+        return WatchdogReport(fault=fault, leak=leak, idle_freed=idle_freed, measured=measured)
 
     # ------------------------------------------------------------------ faults and restarts
 
@@ -348,7 +392,6 @@ class Instance:
         assert self.state is InstanceState.READY and self.lifetime is not None
         life = self._job_life = self.lifetime
         life.job_claimed = True
-        life.frees_sent = 0
         self._set_state(InstanceState.BUSY)
 
     def job_lifetime(self) -> Lifetime:

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from cak.events import ComfyEvent
 
 from .states import JobState
 
 LISTENER_QUEUE = 256
+
+
+def progress_label(event: dict[str, Any]) -> str:
+    """Where a ``progress`` event's counter runs (instance, attempt, node): the CLIs' progress label."""
+    node = f" node {event['node']}" if event.get("node") is not None else ""
+    return f"{event.get('instance')} #{event.get('attempt')}{node}"
 
 
 class JobEvents:

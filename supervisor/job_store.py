@@ -22,10 +22,11 @@ import shutil
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from .states import TERMINAL_STATES, JobState
 
@@ -140,7 +141,7 @@ class WebhookStatus:
 
 @dataclass(frozen=True)
 class WebhookDelivery:
-    """One outbox row claimed for a delivery try (the lease is ``owner``'s until ``lease_until``)."""
+    """One outbox row claimed for a delivery try (its lease, in the row, is ``owner``'s for a while)."""
 
     id: str  # the ``webhook-id``: the same on every try
     job_id: str
@@ -150,7 +151,6 @@ class WebhookDelivery:
     created_at: float
     attempts: int  # tries made before this one
     owner: str
-    lease_until: float
 
 
 @dataclass(frozen=True)
@@ -361,7 +361,7 @@ class JobStore:
                                (QUEUED, now, RUNNING)).rowcount
         return moved
 
-    def _transaction(self) -> "_Transaction":
+    def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
 
     def _submit(self, request: dict[str, Any], key: str | None, state: str, error: str | None,
@@ -543,7 +543,7 @@ class JobStore:
                 db.execute("UPDATE webhook_outbox SET lease_owner = ?, lease_until = ? WHERE id = ?",
                            (owner, now + lease_s, row["id"]))
         return [WebhookDelivery(row["id"], row["job_id"], row["url"], row["event"], json.loads(row["payload"]),
-                                row["created_at"], row["attempts"], owner, now + lease_s) for row in rows]
+                                row["created_at"], row["attempts"], owner) for row in rows]
 
     def _record_webhook_attempt(self, delivery_id: str, owner: str, state: str, status: int | None,
                                 error: str | None, next_attempt_at: float) -> bool:
@@ -606,7 +606,7 @@ class _Transaction:
         self.db.execute("BEGIN IMMEDIATE")
         return self.db
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             try:
                 self.db.execute("COMMIT")

@@ -18,13 +18,16 @@ import yaml
 from aiohttp import web
 from cute_animal_kids.guard_model import GuardUnavailable
 
+from cak.demo import DEMO_PROMPT, DEMO_STYLE
 from cak.install_state import NotInstalledError
+from cak.progress import ProgressDisplay
 
 from .api import create_app
 from .comfy_door import ComfyDoor
 from .command import supervisor_command
 from .guard_stage import load_guard
 from .http_protocol import ApiRunner
+from .job_events import progress_label
 from .job_request import FieldError
 from .service import JobService
 from .settings import ConfigError, load_settings
@@ -32,8 +35,6 @@ from .states import TERMINAL_STATES, JobState
 
 log = logging.getLogger("supervisor")
 
-DEMO_PROMPT = "一只戴帽子的小熊"
-DEMO_STYLE = "watercolor"
 DEMO_INSTANCES = 2
 HTTP_SHUTDOWN_S = 5.0
 
@@ -154,7 +155,7 @@ async def _demo_first_job(service: JobService, url: str) -> None:
     job = submitted.job
     say(f"demo: submitted job {job.id} ({DEMO_PROMPT!r}, style {DEMO_STYLE}); "
           f"follow it at {url}/v1/jobs/{job.id}")
-    last_percent = -1
+    display = ProgressDisplay(line=say)
     with service.events.listen(job.id) as queue:
         while True:
             current = await service.store.get(job.id)
@@ -166,10 +167,7 @@ async def _demo_first_job(service: JobService, url: str) -> None:
             except TimeoutError:
                 continue
             if event["type"] == "progress":
-                percent = int(event["fraction"] * 100)
-                if percent // 25 != last_percent // 25:
-                    say(f"demo: {percent:3d}% on {event['instance']}")
-                last_percent = percent
+                display.step(f"demo: {progress_label(event)}", int(event["value"]), int(event["max"]))
             elif event["type"] == "state":
                 say(f"demo: {event['state']}")
     if current is not None and current.state == JobState.SUCCEEDED:
@@ -177,5 +175,5 @@ async def _demo_first_job(service: JobService, url: str) -> None:
             say(f"demo: image saved at {service.store.image_path(relative)}")
     elif current is not None:
         say(f"demo: job ended {current.state}: {current.error}")
-    say(f"serving on {url}; try: {supervisor_command()} submit \"一只戴帽子的小熊\" --style watercolor "
+    say(f"serving on {url}; try: {supervisor_command()} submit \"{DEMO_PROMPT}\" --style {DEMO_STYLE} "
           f"--wait --url {url}   (Ctrl-C stops)")

@@ -130,7 +130,7 @@ def valid_webhook_secret(secret: object) -> bool:
 
 # ---------------------------------------------------------------------- retries
 
-DELIVERED, GONE, RETRY, FAILED, PENDING = "delivered", "gone", "retry", "failed", "pending"
+DELIVERED, GONE, RETRY, FAILED = "delivered", "gone", "retry", "failed"
 
 
 def outcome_of(status: int | None, attempts: int, max_attempts: int) -> str:

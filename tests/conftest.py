@@ -1,4 +1,10 @@
-"""Session fixtures: one real ComfyUI (embedded, or $COMFYUI_PATH via install.py) shared by tests."""
+"""Session fixtures: one real ComfyUI (embedded, or $COMFYUI_PATH via install.py) shared by tests.
+
+The ``comfyui`` marker (``pytest -m "not comfyui"`` runs the pure unit tests on a machine without
+install.py's set-up) is put here by need, not by hand: every test under ``tests/integration/``
+(each starts ComfyUI, a supervisor or a set-up model), and every other test that uses the ``comfy``
+or ``installed_comfyui`` fixture, directly or through another fixture.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,26 @@ from pathlib import Path
 
 import pytest
 
+from cak.install_state import InstallState, load_state
 from tests.comfy_server import ComfyTestServer
 
 ARTIFACTS_DIR = Path(os.environ.get("CAK_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "var" / "test-artifacts"))
+INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+NEEDS_COMFYUI = {"comfy", "installed_comfyui"}  # fixtures whose users need the set-up
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``comfyui`` what needs the installed ComfyUI (see the module docstring)."""
+    for item in items:
+        in_integration = item.path.is_relative_to(INTEGRATION_DIR)
+        if in_integration or NEEDS_COMFYUI & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.comfyui)
+
+
+@pytest.fixture(scope="session")
+def installed_comfyui() -> InstallState:
+    """What install.py set up (a test that needs ComfyUI's tree or the default config takes this)."""
+    return load_state()
 
 
 @pytest.fixture(scope="session")

@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 
 import psutil
 
-from supervisor.settings import Settings, load_settings
+from cak.demo import cpu_graph
 from supervisor.instance import InstanceSnapshot
 from supervisor.pool import Pool
-from tests.comfy_graphs import cpu_graph
+from supervisor.settings import Settings, load_settings
 
 T = TypeVar("T")
 FAULT_NODES_DIR = Path(__file__).resolve().parent / "fault_nodes"

@@ -18,13 +18,14 @@ from typing import Any
 import pytest
 
 from cak.comfy_process import free_port
+from cak.demo import DEMO_PROMPT
 from tests.browser import Tab, chromium, new_tab, requires_chromium
 from tests.job_service import SupervisorProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, requires_chromium()]
 
 TOKEN = "dashboard-test-token-1234"
-GOOD_PROMPT = "一只戴帽子的小熊"
+GOOD_PROMPT = DEMO_PROMPT
 # Refused before the queue (category "weapons"); its markup must show as text, never as HTML.
 UNSAFE_PROMPT = '<b id="xss">a bear holding a gun</b>'
 # A generous limit that only keeps a broken run from hanging; nothing is asserted about speed.

@@ -22,8 +22,8 @@ from cute_animal_kids.guard_model import (
     unload_shared,
 )
 
+from cak.demo import DEMO_PROMPT, cpu_graph
 from cak.install_state import MODELS_DIR
-from tests.comfy_graphs import cpu_graph
 from tests.comfy_server import PromptFailed
 
 TINY = MODELS_DIR / "guard" / "cak_tiny_qwen3guard"
@@ -48,10 +48,10 @@ def test_tiny_checkpoint_loads_and_generates_with_its_chat_template(tiny_model):
 
 
 def test_garbage_from_the_real_model_is_refused_guard_unavailable(tiny_model):
-    answer = tiny_model.generate("一只戴帽子的小熊")
+    answer = tiny_model.generate(DEMO_PROMPT)
     with pytest.raises(GuardOutputError):
         parse_output(answer)
-    decision = Guard(tiny_model).check("一只戴帽子的小熊")
+    decision = Guard(tiny_model).check(DEMO_PROMPT)
     assert (decision.safe, decision.category) == (False, UNAVAILABLE)
     assert "not a verdict" in decision.reason
 

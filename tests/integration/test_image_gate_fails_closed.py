@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.comfy_graphs import cpu_graph
+from cak.demo import cpu_graph
 from tests.comfy_server import ComfyTestServer, PromptFailed
 from tests.supervisor_fixtures import fault_nodes_config
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from cak.demo import DEMO_PROMPT, DEMO_STYLE
 from cak.install_state import REPO_ROOT
 from tests.job_service import SLOW_JOB, SupervisorProcess
 
@@ -40,7 +41,7 @@ def healthy(service: SupervisorProcess) -> bool:
 
 
 def test_job_succeeds_with_one_png_and_no_prompt_in_it(service):
-    job = service.submit(prompt="一只戴帽子的小熊", style="watercolor", width=64, height=64, steps=2)
+    job = service.submit(prompt=DEMO_PROMPT, style=DEMO_STYLE, width=64, height=64, steps=2)
     assert job["state"] == "queued" and job["status_url"] == f"/v1/jobs/{job['id']}"
     done = service.wait_job(job["id"])
     assert done["state"] == "succeeded", done
@@ -173,7 +174,7 @@ def test_idempotency_key_returns_the_same_job(service):
 def test_cancel_a_running_job(service):
     job = service.submit(prompt="a tiny turtle", **SLOW_JOB)
     service.wait_progress(job["id"])
-    status, data = service.call("DELETE", f"/v1/jobs/{job['id']}")
+    status, _ = service.call("DELETE", f"/v1/jobs/{job['id']}")
     assert status == 202
     done = service.wait_job(job["id"])
     assert done["state"] == "cancelled" and done["images"] == []
@@ -183,28 +184,28 @@ def test_cancel_a_running_job(service):
 def test_cli_submit_wait_saves_the_image_and_status_lists_instances(service, tmp_path):
     env = {**os.environ, "CAK_SUPERVISOR_URL": service.url, "CAK_SUPERVISOR_TOKEN": TOKEN}
     submit = subprocess.run(
-        [sys.executable, "-m", "supervisor", "submit", "一只戴帽子的小熊", "--style", "watercolor",
+        [sys.executable, "-m", "supervisor", "submit", DEMO_PROMPT, "--style", DEMO_STYLE,
          "--width", "64", "--height", "64", "--steps", "2", "--wait", "--out", str(tmp_path)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        check=False, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert submit.returncode == 0, submit.stderr
     path = submit.stdout.strip().splitlines()[-1]
     with Image.open(path) as image:
         assert image.format == "PNG"
     assert "succeeded" in submit.stderr and "100%" in submit.stderr
-    status = subprocess.run([sys.executable, "-m", "supervisor", "status"], cwd=REPO_ROOT, env=env,
+    status = subprocess.run([sys.executable, "-m", "supervisor", "status"], check=False, cwd=REPO_ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stderr
     assert "comfy-1" in status.stdout and "comfy-2" in status.stdout and "queue depth: " in status.stdout
     for instance in service.get("/v1/instances")["instances"]:  # each URL, for runner run --server
         assert instance["url"].startswith("http://127.0.0.1:") and instance["url"] in status.stdout
-    jobs = subprocess.run([sys.executable, "-m", "supervisor", "jobs", "--state", "succeeded"], cwd=REPO_ROOT,
+    jobs = subprocess.run([sys.executable, "-m", "supervisor", "jobs", "--state", "succeeded"], check=False, cwd=REPO_ROOT,
                           env=env, capture_output=True, text=True, timeout=60)
     assert jobs.returncode == 0 and "succeeded" in jobs.stdout
     assert time.strftime("%Y-%m-%d") in jobs.stdout  # a date, not only a time of day
-    unsafe = subprocess.run([sys.executable, "-m", "supervisor", "submit", "a knife and blood"], cwd=REPO_ROOT,
+    unsafe = subprocess.run([sys.executable, "-m", "supervisor", "submit", "a knife and blood"], check=False, cwd=REPO_ROOT,
                             env=env, capture_output=True, text=True, timeout=60)
     assert unsafe.returncode == 4 and "category" in unsafe.stderr
-    rejected = subprocess.run([sys.executable, "-m", "supervisor", "jobs", "--state", "rejected"], cwd=REPO_ROOT,
+    rejected = subprocess.run([sys.executable, "-m", "supervisor", "jobs", "--state", "rejected"], check=False, cwd=REPO_ROOT,
                               env=env, capture_output=True, text=True, timeout=60)
     assert "[violence_gore]" in rejected.stdout, rejected.stdout  # the rejection category
 
@@ -257,7 +258,7 @@ def cli(service: SupervisorProcess, *args: str, url: str | None = None, **popen:
     command = [sys.executable, "-m", "supervisor", *args]
     if popen:
         return subprocess.Popen(command, cwd=REPO_ROOT, env=env, text=True, **popen)
-    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, check=False, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 def running_job_of(service: SupervisorProcess, prompt: str) -> dict:

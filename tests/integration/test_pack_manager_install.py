@@ -16,6 +16,7 @@ import subprocess
 
 import pytest
 
+from cak.demo import DEMO_PROMPT
 from cak.install_state import PACK_DIR, REPO_ROOT, load_state
 from tests.comfy_server import ComfyTestServer, PromptFailed
 from tests.pack_checks import declared_node_ids, pack_nodes, schema_problems
@@ -78,7 +79,7 @@ def _gate_graph(description: str) -> dict:
 
 def test_text_gate_runs_in_the_clean_comfyui(clean_comfy):
     server, _ = clean_comfy
-    entry = server.run(_gate_graph("一只戴帽子的小熊"))
+    entry = server.run(_gate_graph(DEMO_PROMPT))
     assert entry["status"]["status_str"] == "success"
     (report,) = entry["outputs"]["3"]["text"]
     assert json.loads(report)["safe"] is True

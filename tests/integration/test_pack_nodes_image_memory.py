@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skimage.data
+from cute_animal_kids.placeholder_image import placeholder_pil
 from PIL import Image
 
-from cute_animal_kids.placeholder_image import placeholder_pil
+from cak.demo import cpu_graph
 from tests.cartoon_animals import draw_animal
-from tests.comfy_graphs import cpu_graph
 from tests.comfy_server import PromptFailed
 
 MEMORY_ROUTE = "/cute_animal_kids/memory"

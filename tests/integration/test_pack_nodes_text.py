@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.comfy_graphs import cpu_graph
+from cak.demo import DEMO_PROMPT, cpu_graph
 from tests.comfy_server import PromptFailed
 
 
@@ -20,7 +20,7 @@ def _gated_graph(description: str, prefix: str, seed: int) -> dict:
 
 
 def test_safe_chinese_prompt_draws_an_image(comfy):
-    entry = comfy.run(_gated_graph("一只戴帽子的小熊", "gate-safe", seed=31))
+    entry = comfy.run(_gated_graph(DEMO_PROMPT, "gate-safe", seed=31))
     assert len(comfy.image_paths(entry)) == 1
 
 

@@ -14,12 +14,12 @@ import urllib.request
 
 import pytest
 
+from cak.demo import cpu_graph
 from cak.errors import PromptRejected
 from cak.install_state import REPO_ROOT
 from supervisor.metrics import ServiceMetrics
 from supervisor.pool import InstanceLost
 from supervisor.states import InstanceState
-from tests.comfy_graphs import cpu_graph
 from tests.supervisor_fixtures import (
     PoolHarness,
     comfy_processes_under,

@@ -108,6 +108,7 @@ def test_prompt_ids_map_to_stable_job_ids() -> None:
     assert job_id_for("my-prompt") == job_id_for("my-prompt") != job_id_for("other")
 
 
+@pytest.mark.usefixtures("installed_comfyui")
 def test_settings_off_defaults_and_errors() -> None:
     assert load_settings().comfy_api is None
     assert load_settings(overrides={"comfy_api": None}).comfy_api is None

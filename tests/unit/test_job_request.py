@@ -112,6 +112,7 @@ def test_catalog_checks_the_workflow_manifest_limits_and_fixes_a_seed():
         assert not info.value.reason.startswith(("parameter ", f"{field}:", ":")), info.value.reason
 
 
+@pytest.mark.usefixtures("installed_comfyui")
 def test_service_settings_defaults_and_key_named_problems(tmp_path, monkeypatch):
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     settings = load_settings(None)

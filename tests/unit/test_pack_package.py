@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from PIL import Image
 
-from cak.install_state import PACK_DIR, REPO_ROOT, load_state
+from cak.install_state import PACK_DIR, REPO_ROOT, InstallState
 
 PYPROJECT = PACK_DIR / "pyproject.toml"
 # Registry rules for [project] name: < 100 characters; letters, digits, "-", "_", "."; no two
@@ -121,8 +121,8 @@ def test_dependencies_are_the_pinned_requirements():
     assert not pack_names & {canonicalize_name(Requirement(line).name) for line in root if not line.startswith("-")}
 
 
-def _comfyui_requirements() -> dict[str, Requirement]:
-    path = Path(load_state().comfyui_path) / "requirements.txt"
+def _comfyui_requirements(installed: InstallState) -> dict[str, Requirement]:
+    path = Path(installed.comfyui_path) / "requirements.txt"
     return {canonicalize_name(r.name): r for r in map(Requirement, _requirement_lines(path))}
 
 
@@ -143,8 +143,8 @@ def _closure(names: list[str]) -> list[tuple[str, Requirement]]:
     return found
 
 
-def test_pack_installs_nothing_comfyui_pins_differently():
-    comfyui = _comfyui_requirements()
+def test_pack_installs_nothing_comfyui_pins_differently(installed_comfyui):
+    comfyui = _comfyui_requirements(installed_comfyui)
     pinned = [Requirement(line).name for line in _requirement_lines(PACK_DIR / "requirements.txt")]
     # ComfyUI owns what it requires: the pack leaves those to it instead of pinning them again.
     assert not {canonicalize_name(n) for n in pinned} & set(comfyui)

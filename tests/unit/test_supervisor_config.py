@@ -16,6 +16,7 @@ def _problems(overrides: dict) -> list[str]:
     return info.value.problems
 
 
+@pytest.mark.usefixtures("installed_comfyui")
 def test_defaults_are_valid_and_sensible():
     config = load_settings()
     assert config.comfyui_path == Path(load_state().comfyui_path)
@@ -26,6 +27,7 @@ def test_defaults_are_valid_and_sensible():
     assert config.http.port == 8288 and config.jobs.db_path == REPO_ROOT / "var" / "supervisor" / "jobs.sqlite3"
 
 
+@pytest.mark.usefixtures("installed_comfyui")
 def test_instance_count_and_list(tmp_path):
     assert [i.name for i in load_settings(overrides={"instances": 3}).instances] == ["comfy-1", "comfy-2", "comfy-3"]
     path = tmp_path / "sup.yaml"
@@ -54,6 +56,7 @@ def test_instance_count_and_list(tmp_path):
     assert config.base_dir == tmp_path
 
 
+@pytest.mark.usefixtures("installed_comfyui")
 def test_errors_name_the_key():
     problems = _problems({"instances": [{"name": "a", "port": 8190}, {"name": "b", "port": 80}]})
     assert problems == ["instances.1.port: must be an integer 1024-65535"]
@@ -78,6 +81,7 @@ def test_every_problem_is_listed():
         assert key in joined, key
 
 
+@pytest.mark.usefixtures("installed_comfyui")
 def test_duplicate_ports_and_bad_counts():
     assert _problems({"instances": 0}) == ["instances: must be a count 1-64 or a list of instances"]
     problems = _problems({"instances": [{"name": "a", "port": 9000}, {"name": "b", "port": 9000}]})
@@ -100,6 +104,7 @@ def test_unreadable_yaml_is_one_line(tmp_path):
         load_settings(path)
 
 
+@pytest.mark.usefixtures("installed_comfyui")
 def test_environment_overrides_the_file(tmp_path, monkeypatch):
     path = tmp_path / "sup.yaml"
     path.write_text("http: {port: 9000}\nhealth: {max_jobs: 3}\n")
@@ -112,6 +117,7 @@ def test_environment_overrides_the_file(tmp_path, monkeypatch):
     assert _problems({}) == ["http.port: must be an integer 0-65535"]
 
 
+@pytest.mark.usefixtures("installed_comfyui")
 def test_optional_sections_are_off_unless_given_and_checked_when_given(tmp_path, monkeypatch):
     """``guard`` and ``comfy_api`` have defaults for their keys but stay off until a file names them."""
     monkeypatch.delenv("CAK_SUPERVISOR_GUARD__MODEL_PATH", raising=False)

@@ -1,36 +1,38 @@
 """The watchdog's hang check with a short step timeout: silence during a job, and the job deadline.
 
-The instance is a recorder (pure logic: the loop only reads times from the real ``Lifetime`` and
-calls ``fault``), so a broken check fails here in about a second instead of at pytest's 600 s limit.
+Pure logic: the loop only reads times from the real ``Lifetime`` and reports ``fault``, which is
+recorded here, so a broken check fails in about a second instead of at pytest's 600 s limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from types import SimpleNamespace
 
 from supervisor.instance import Lifetime
-from supervisor.watchdog import Watchdog
+from supervisor.watchdog import Watchdog, WatchdogReport
 
 STEP_TIMEOUT_S = 0.2
 
 
-class RecordingInstance(SimpleNamespace):
-    def __init__(self) -> None:
-        super().__init__(name="comfy-test", url="http://127.0.0.1:9",
-                         health=SimpleNamespace(step_timeout_s=STEP_TIMEOUT_S, probe_timeout_s=1.0))
-        self.faults: list[tuple[str, str, float]] = []
-
-    def fault(self, reason: str, detail: str) -> None:
-        self.faults.append((reason, detail, time.monotonic()))
+def recording_watchdog(life: Lifetime) -> tuple[Watchdog, list[tuple[str, str, float]]]:
+    """A watchdog on ``life`` whose fault reports are recorded with their time."""
+    faults: list[tuple[str, str, float]] = []
+    report = WatchdogReport(fault=lambda reason, detail: faults.append((reason, detail, time.monotonic())),
+                            leak=lambda detail: None, idle_freed=lambda idle: None,
+                            measured=lambda rss, device: None)
+    health = SimpleNamespace(step_timeout_s=STEP_TIMEOUT_S, probe_timeout_s=1.0, idle_free_s=0)
+    watchdog = Watchdog(url="http://127.0.0.1:9", health=health, times=life, report=report,  # type: ignore[arg-type]
+                        log=logging.getLogger("test"), pid=lambda: None, job_client=lambda: None)
+    return watchdog, faults
 
 
 async def heartbeat(prepare, run_for: float) -> tuple[list[tuple[str, str, float]], float]:
     """Run the hang check for ``run_for`` s (or until it faults); ``prepare(life)`` sets the job up."""
-    instance = RecordingInstance()
     life = Lifetime()
-    watchdog = Watchdog(instance, life)  # type: ignore[arg-type]
+    watchdog, faults = recording_watchdog(life)
     started = time.monotonic()
     feeder = await prepare(life)
     try:
@@ -41,7 +43,7 @@ async def heartbeat(prepare, run_for: float) -> tuple[list[tuple[str, str, float
         if feeder is not None:
             feeder.cancel()
         await watchdog.probe_client.close()
-    return instance.faults, started
+    return faults, started
 
 
 async def silent_job(life: Lifetime) -> None:

@@ -14,7 +14,14 @@ from supervisor.job_request import FieldError, parse_job_request
 from supervisor.settings import WEBHOOK_SECRET_ENV, ConfigError, load_settings
 from supervisor.webhook_delivery import _PublicOnlyResolver
 from supervisor.webhook_policy import (
-    DELIVERED, FAILED, GONE, RETRY, UrlRefused, WebhookPolicy, backoff_s, delivery_addresses_allowed,
+    DELIVERED,
+    FAILED,
+    GONE,
+    RETRY,
+    UrlRefused,
+    WebhookPolicy,
+    backoff_s,
+    delivery_addresses_allowed,
     outcome_of,
 )
 
@@ -136,6 +143,7 @@ def _webhook_problems(section: dict) -> list[str]:
     return info.value.problems
 
 
+@pytest.mark.usefixtures("installed_comfyui")
 def test_webhook_settings_default_to_off_and_every_mistake_names_its_key(monkeypatch):
     monkeypatch.delenv(WEBHOOK_SECRET_ENV, raising=False)
     defaults = load_settings().webhooks
@@ -150,6 +158,7 @@ def test_webhook_settings_default_to_off_and_every_mistake_names_its_key(monkeyp
         "webhooks.secret"]  # a list needs a secret to sign with
 
 
+@pytest.mark.usefixtures("installed_comfyui")
 def test_webhook_secret_from_the_environment_wins(monkeypatch):
     monkeypatch.setenv(WEBHOOK_SECRET_ENV, SECRET)
     settings = load_settings(overrides={"webhooks": {
