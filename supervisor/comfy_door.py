@@ -31,6 +31,7 @@ from cak.errors import UnsafeContent
 from cak.events import RunResult
 from runner.object_info import ObjectInfo
 
+from .comfy_door_editor import EditorProxy, PassPolicy
 from .comfy_door_graph import (
     GATE_NODE_TYPE,
     GraphRefused,
@@ -70,6 +71,9 @@ PASSED_THROUGH = ("/object_info", "/object_info/{node_class}", "/system_stats", 
                   "/models/{folder}", "/features")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DOOR_KEY = web.AppKey("comfy_door", object)
+# The editor's session: a browser cannot add a header to its page loads, so the page that was
+# opened with the token (any form) sets this cookie, holding an HMAC of the token, not the token.
+COOKIE = "cak_comfy_door"
 
 
 def job_id_for(prompt_id: str) -> str:
@@ -167,6 +171,8 @@ class ComfyDoor:
         self._object_info: tuple[float, ObjectInfo, dict[str, Any]] | None = None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self.editor = (EditorProxy(self._ready_instance, PassPolicy.load(), self._editor_cookie)
+                       if config.editor else None)
         service.dispatcher.kinds[KIND] = DoorGraphs(service, self.gate)
         service.events.taps.append(self.relay.tap)
 
@@ -174,6 +180,8 @@ class ComfyDoor:
 
     async def start(self) -> None:
         """Listen on the door's port (``OSError`` when it cannot) and start relaying events."""
+        if self.editor is not None:
+            await self.editor.start()
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
@@ -192,6 +200,8 @@ class ComfyDoor:
         await self.relay.stop()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.editor is not None:
+            await self.editor.close()
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors, self._auth],
@@ -209,6 +219,11 @@ class ComfyDoor:
         for method, path, handler in routes:
             for prefix in ("", "/api"):
                 app.router.add_route(method, prefix + path, handler)
+        for path in dict.fromkeys(path for _, path, _ in routes):  # the door's paths never pass through
+            for prefix in ("", "/api"):
+                app.router.add_route("*", prefix + path, _method_not_allowed)
+        if self.editor is not None:
+            app.router.add_route("*", "/{tail:.*}", self.editor.handle)
         return app
 
     # ------------------------------------------------------------------ middleware
@@ -237,6 +252,9 @@ class ComfyDoor:
 
     def _authorised(self, request: web.Request) -> bool:
         expected = (self.token or "").encode()
+        cookie = request.cookies.get(COOKIE, "")
+        if cookie and hmac.compare_digest(cookie.encode(), self._cookie_value().encode()):
+            return True
         given: list[bytes] = [request.query.get("token", "").encode()]
         header = request.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
@@ -249,6 +267,15 @@ class ComfyDoor:
                 user = password = b""
             given += [user, password]
         return any(hmac.compare_digest(candidate, expected) for candidate in given if candidate)
+
+    def _cookie_value(self) -> str:
+        return hmac.new((self.token or "").encode(), b"cute-animal-kids comfy door editor", "sha256").hexdigest()
+
+    def _editor_cookie(self, request: web.Request, response: web.StreamResponse) -> None:
+        """The editor's page, opened with the token, leaves the cookie its later requests carry."""
+        if self.token and request.path in ("/", "/index.html") \
+                and request.cookies.get(COOKIE) != self._cookie_value():
+            response.set_cookie(COOKIE, self._cookie_value(), httponly=True, samesite="Strict", path="/")
 
     # ------------------------------------------------------------------ prompts
 
@@ -552,6 +579,11 @@ def _queue_entry(job: Job) -> list[Any]:
     number = request.get("number", int(job.created_at * 1000))
     extra = {**request.get("extra_data", {}), "create_time": int(job.created_at * 1000)}
     return queue_item(number, request["prompt_id"], request["graph"], extra, request.get("outputs_to_execute", []))
+
+
+async def _method_not_allowed(request: web.Request) -> web.Response:
+    return web.json_response({"error": comfy_error("method_not_allowed", f"{request.method} is not allowed on "
+                                                                         f"{request.path}")}, status=405)
 
 
 def _refused(error: dict[str, Any]) -> web.Response:

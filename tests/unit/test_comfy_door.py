@@ -9,7 +9,8 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from runner.object_info import ObjectInfo
-from supervisor.comfy_door import ComfyDoor, job_id_for
+from supervisor.comfy_door import COOKIE, ComfyDoor, job_id_for
+from supervisor.comfy_door_editor import PassPolicy, unprefixed
 from supervisor.comfy_door_graph import (
     GraphRefused,
     NodeRules,
@@ -114,10 +115,12 @@ def test_settings_off_defaults_and_errors() -> None:
     config = load_settings(overrides={"comfy_api": {"port": 0}}).comfy_api
     assert config is not None and "SaveLatent" in config.deny_nodes and config.image_gate.action == "replace"
     assert load_settings(overrides={"comfy_api": {}}).comfy_api is not None  # {}: on, with the defaults
+    assert config.editor is True and load_settings(overrides={"comfy_api": {"editor": False}}).comfy_api.editor is False
     with pytest.raises(ConfigError) as caught:
-        load_settings(overrides={"comfy_api": {"port": "x", "colour": 1, "image_gate": {"action": "maybe"}}})
+        load_settings(overrides={"comfy_api": {"port": "x", "colour": 1, "image_gate": {"action": "maybe"},
+                                               "editor": "yes"}})
     keys = sorted(problem.split(":")[0] for problem in caught.value.problems)
-    assert keys == ["comfy_api.colour", "comfy_api.image_gate.action", "comfy_api.port"]
+    assert keys == ["comfy_api.colour", "comfy_api.editor", "comfy_api.image_gate.action", "comfy_api.port"]
 
 
 @pytest.mark.parametrize(("headers", "query", "ok"), [
@@ -130,8 +133,35 @@ def test_settings_off_defaults_and_errors() -> None:
     ({"Authorization": "Basic !!!"}, "", False),
     ({}, "?token=secret-token", True),
     ({}, "?token=", False),
+    ({"Cookie": f"{COOKIE}=secret-token"}, "", False),  # the cookie holds an HMAC, never the token
+    ({"Cookie": f"{COOKIE}=" + "0" * 64}, "", False),
 ])
 def test_token_forms_clients_send(headers: dict, query: str, ok: bool) -> None:
     door = ComfyDoor.__new__(ComfyDoor)
     door.token = "secret-token"
     assert door._authorised(make_mocked_request("GET", "/prompt" + query, headers=headers)) is ok
+
+
+def test_the_editor_cookie_is_an_hmac_of_the_token_and_opens_the_door() -> None:
+    door = ComfyDoor.__new__(ComfyDoor)
+    door.token = "secret-token"
+    value = door._cookie_value()
+    assert "secret-token" not in value
+    assert door._authorised(make_mocked_request("GET", "/api/settings", headers={"Cookie": f"{COOKIE}={value}"}))
+    door.token = "another-token"
+    assert not door._authorised(make_mocked_request("GET", "/", headers={"Cookie": f"{COOKIE}={value}"}))
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", "/", None), ("GET", "/assets/index.js", None), ("GET", "/api/settings", None),
+    ("POST", "/api/settings/Comfy.TutorialCompleted", None), ("POST", "/userdata/workflows%2Fa.json", None),
+    ("DELETE", "/api/userdata/workflows%2Fa.json", None), ("POST", "/api/users", None),
+    ("GET", "/internal/logs", 404), ("GET", "/api/internal/folder_paths", 404), ("POST", "/api/free", 404),
+    ("POST", "/upload/image", 405), ("POST", "/api/settingsX", 405), ("PUT", "/extensions/x.js", 405),
+])
+def test_what_the_editor_pass_through_lets_by(method: str, path: str, status: int | None) -> None:
+    assert PassPolicy.load().refusal(method, path) == status
+
+
+def test_api_prefix_is_stripped_once() -> None:
+    assert [unprefixed(p) for p in ("/api", "/api/x", "/apix", "/x/api")] == ["/", "/x", "/apix", "/x/api"]
