@@ -3,7 +3,10 @@ rewrite, the settings and the token forms clients send."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import time
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
@@ -20,6 +23,7 @@ from supervisor.comfy_door_graph import (
     output_kinds,
     public_extra_data,
 )
+from supervisor.comfy_door_history import HiddenHistory
 from supervisor.settings import ConfigError, load_settings
 
 INFO = ObjectInfo({
@@ -165,3 +169,26 @@ def test_what_the_editor_pass_through_lets_by(method: str, path: str, status: in
 
 def test_api_prefix_is_stripped_once() -> None:
     assert [unprefixed(p) for p in ("/api", "/api/x", "/apix", "/x/api")] == ["/", "/x", "/apix", "/x/api"]
+
+
+def test_hidden_history_is_kept_in_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "history.json"
+    first = HiddenHistory(path)
+    first.load()  # no file yet: nothing hidden
+    asyncio.run(first.delete(["a", "b"]))
+    again = HiddenHistory(path)
+    again.load()
+    assert again.hides("a", time.time()) and not again.hides("c", time.time())
+    asyncio.run(again.clear())
+    after = HiddenHistory(path)
+    after.load()
+    assert after.deleted == set() and after.hides("c", time.time() - 1) and not after.hides("c", time.time() + 1)
+    assert not after.hides("c", None)
+
+
+def test_an_unreadable_history_file_hides_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "history.json"
+    path.write_text("{not json")
+    history = HiddenHistory(path)
+    history.load()
+    assert not history.hides("a", 0.0) and history.cleared_at is None
