@@ -31,6 +31,7 @@ from cak.errors import UnsafeContent
 from cak.events import RunResult
 from runner.object_info import ObjectInfo
 
+from .comfy_door_editor import EditorProxy, PassPolicy
 from .comfy_door_graph import (
     GATE_NODE_TYPE,
     GraphRefused,
@@ -43,6 +44,8 @@ from .comfy_door_graph import (
     public_extra_data,
     queue_item,
 )
+from .comfy_door_history import FILE_NAME as HIDDEN_FILE
+from .comfy_door_history import HiddenHistory
 from .comfy_door_ws import DoorSockets, EventRelay, Followed, json_frame, now_ms, png_frame
 from .dispatcher import JobInstance, _write_file
 from .job_request import valid_job_id
@@ -70,6 +73,9 @@ PASSED_THROUGH = ("/object_info", "/object_info/{node_class}", "/system_stats", 
                   "/models/{folder}", "/features")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DOOR_KEY = web.AppKey("comfy_door", object)
+# The editor's session: a browser cannot add a header to its page loads, so the page that was
+# opened with the token (any form) sets this cookie, holding an HMAC of the token, not the token.
+COOKIE = "cak_comfy_door"
 
 
 def job_id_for(prompt_id: str) -> str:
@@ -163,10 +169,12 @@ class ComfyDoor:
         self.gate = ImageGate(config.image_gate.threshold, config.image_gate.action)
         self.sockets = DoorSockets(self.queue_remaining)
         self.relay = EventRelay(self.sockets, self._lookup, self._finished_frames)
-        self.hidden: set[str] = set()  # prompt ids deleted from /history (the jobs stay in the store)
+        self.hidden = HiddenHistory(service.store.output_root / HIDDEN_FILE)  # what POST /history removed
         self._object_info: tuple[float, ObjectInfo, dict[str, Any]] | None = None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self.editor = (EditorProxy(self._ready_instance, PassPolicy.load(), self._editor_cookie)
+                       if config.editor else None)
         service.dispatcher.kinds[KIND] = DoorGraphs(service, self.gate)
         service.events.taps.append(self.relay.tap)
 
@@ -174,6 +182,9 @@ class ComfyDoor:
 
     async def start(self) -> None:
         """Listen on the door's port (``OSError`` when it cannot) and start relaying events."""
+        await asyncio.to_thread(self.hidden.load)
+        if self.editor is not None:
+            await self.editor.start()
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
@@ -192,6 +203,8 @@ class ComfyDoor:
         await self.relay.stop()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.editor is not None:
+            await self.editor.close()
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors, self._auth],
@@ -204,11 +217,17 @@ class ComfyDoor:
             ("GET", "/history", self.get_history), ("GET", "/history/{prompt_id}", self.get_history_one),
             ("POST", "/history", self.post_history), ("GET", "/view", self.view),
             ("GET", "/ws", self.sockets.handle),
+            ("POST", "/upload/image", _no_uploads), ("POST", "/upload/mask", _no_uploads),
             *[("GET", path, self.pass_through) for path in PASSED_THROUGH],
         ]
         for method, path, handler in routes:
             for prefix in ("", "/api"):
                 app.router.add_route(method, prefix + path, handler)
+        for path in dict.fromkeys(path for _, path, _ in routes):  # the door's paths never pass through
+            for prefix in ("", "/api"):
+                app.router.add_route("*", prefix + path, _method_not_allowed)
+        if self.editor is not None:
+            app.router.add_route("*", "/{tail:.*}", self.editor.handle)
         return app
 
     # ------------------------------------------------------------------ middleware
@@ -237,6 +256,9 @@ class ComfyDoor:
 
     def _authorised(self, request: web.Request) -> bool:
         expected = (self.token or "").encode()
+        cookie = request.cookies.get(COOKIE, "")
+        if cookie and hmac.compare_digest(cookie.encode(), self._cookie_value().encode()):
+            return True
         given: list[bytes] = [request.query.get("token", "").encode()]
         header = request.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
@@ -249,6 +271,15 @@ class ComfyDoor:
                 user = password = b""
             given += [user, password]
         return any(hmac.compare_digest(candidate, expected) for candidate in given if candidate)
+
+    def _cookie_value(self) -> str:
+        return hmac.new((self.token or "").encode(), b"cute-animal-kids comfy door editor", "sha256").hexdigest()
+
+    def _editor_cookie(self, request: web.Request, response: web.StreamResponse) -> None:
+        """The editor's page, opened with the token, leaves the cookie its later requests carry."""
+        if self.token and request.path in ("/", "/index.html") \
+                and request.cookies.get(COOKIE) != self._cookie_value():
+            response.set_cookie(COOKIE, self._cookie_value(), httponly=True, samesite="Strict", path="/")
 
     # ------------------------------------------------------------------ prompts
 
@@ -283,8 +314,6 @@ class ComfyDoor:
         stored: dict[str, Any] = {"kind": KIND, "source": SOURCE, "workflow": KIND, "graph": prompt,
                                   "prompt_id": prompt_id, "client_id": client_id, "extra_data": extra,
                                   "outputs_to_execute": outputs}
-        if isinstance(body.get("number"), (int, float)) and not isinstance(body.get("number"), bool):
-            stored["number"] = float(body["number"])
         job_id, key = job_id_for(prompt_id), f"{SOURCE}:{prompt_id}"
         try:
             check_texts(prompt, outputs, _text_verdict)
@@ -315,7 +344,7 @@ class ComfyDoor:
         elif job.state == REJECTED:
             return _refused(comfy_error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
                                         job.error or ""))
-        return web.json_response({"prompt_id": prompt_id, "number": _number(job, body), "node_errors": {}})
+        return web.json_response({"prompt_id": prompt_id, "number": _number(job), "node_errors": {}})
 
     async def queue_remaining(self) -> int:
         counts = await self.service.store.counts()
@@ -367,8 +396,9 @@ class ComfyDoor:
     async def get_history(self, request: web.Request) -> web.Response:
         limit = _int_query(request, "max_items") or self.config.history_limit
         offset = _int_query(request, "offset") or 0
-        jobs = await self.service.store.list_source(SOURCE, tuple(TERMINAL_STATES), limit + offset)
-        jobs = [job for job in jobs if job.request.get("prompt_id") not in self.hidden][offset:offset + limit]
+        jobs = await self.service.store.list_source(SOURCE, tuple(TERMINAL_STATES),
+                                                    limit + offset + len(self.hidden.deleted))
+        jobs = [job for job in jobs if not self._hidden(job)][offset:offset + limit]
         entries = {}
         for job in reversed(jobs):  # oldest first, like ComfyUI
             entries[job.request["prompt_id"]] = await self._history_entry(job)
@@ -377,18 +407,23 @@ class ComfyDoor:
     async def get_history_one(self, request: web.Request) -> web.Response:
         prompt_id = request.match_info["prompt_id"]
         job = await self._door_job(prompt_id)
-        if job is None or not job.terminal or prompt_id in self.hidden:
+        if job is None or not job.terminal or self._hidden(job):
             return web.json_response({})
         return web.json_response({prompt_id: await self._history_entry(job)})
 
     async def post_history(self, request: web.Request) -> web.Response:
+        """ComfyUI's ``{clear: true}`` and ``{delete: [ids]}``: hidden from this door's history for
+        good (also after a restart); the jobs stay in the store."""
         body = await _json_body(request)
         if body.get("clear"):
-            for job in await self.service.store.list_source(SOURCE, tuple(TERMINAL_STATES), 100_000):
-                self.hidden.add(job.request["prompt_id"])
-        for prompt_id in body.get("delete") or []:
-            self.hidden.add(str(prompt_id))
+            await self.hidden.clear()
+        delete = body.get("delete")
+        if isinstance(delete, list) and delete:
+            await self.hidden.delete([str(prompt_id) for prompt_id in delete])
         return web.Response(status=200)
+
+    def _hidden(self, job: Job) -> bool:
+        return self.hidden.hides(job.request["prompt_id"], job.finished_at or job.updated_at)
 
     async def view(self, request: web.Request) -> web.StreamResponse:
         """Only images this door produced: ``subfolder`` is the job, ``filename`` one of its files."""
@@ -538,20 +573,31 @@ def _first_category(node_errors: dict[str, Any]) -> str:
     return "unspecified"
 
 
-def _number(job: Job, body: dict[str, Any]) -> float | int:
-    """ComfyUI's queue number: the client's, else one that grows with submission time (negative
-    with ``front``; the pool's queue itself stays first in, first out)."""
-    if "number" in job.request:
-        return job.request["number"]
-    number = int(job.created_at * 1000)
-    return -number if body.get("front") else number
+def _number(job: Job) -> int:
+    """ComfyUI's queue number, honestly: the pool's queue is first in, first out, so the number is
+    the submission time in ms, whatever ``front``/``number`` asked (ComfyUI runs the lowest number
+    first; a client that sorts by it sees the order the pool really runs)."""
+    return int(job.created_at * 1000)
 
 
 def _queue_entry(job: Job) -> list[Any]:
     request = job.request
-    number = request.get("number", int(job.created_at * 1000))
     extra = {**request.get("extra_data", {}), "create_time": int(job.created_at * 1000)}
-    return queue_item(number, request["prompt_id"], request["graph"], extra, request.get("outputs_to_execute", []))
+    return queue_item(_number(job), request["prompt_id"], request["graph"], extra, request.get("outputs_to_execute", []))
+
+
+async def _no_uploads(request: web.Request) -> web.Response:
+    """Uploads are refused: LoadImage is denied, and a file would have to reach whichever instance
+    (on any host) runs the prompt (docs/comfy_api.md, "Uploads")."""
+    await request.release()
+    return web.json_response({"error": comfy_error(
+        "uploads_not_supported", "This pool takes no uploaded files: its prompts cannot load images "
+        "(LoadImage is not allowed on this pool)")}, status=403)
+
+
+async def _method_not_allowed(request: web.Request) -> web.Response:
+    return web.json_response({"error": comfy_error("method_not_allowed", f"{request.method} is not allowed on "
+                                                                         f"{request.path}")}, status=405)
 
 
 def _refused(error: dict[str, Any]) -> web.Response:

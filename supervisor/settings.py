@@ -259,6 +259,7 @@ class ComfyApiSettings(_Section):
     image_gate: ImageGateSettings
     object_info_ttl_s: _bounded(0, 86400)  # type: ignore[valid-type]
     history_limit: StrictInt = Field(ge=1, le=100_000)
+    editor: StrictBool  # the web editor at GET / and its routes passed through (comfy_door_editor.py)
 
 
 class Settings(_Section):

@@ -254,6 +254,14 @@ def test_passed_through_routes(pool: SupervisorProcess) -> None:
     status, stats = door_call(pool, "GET", "/api/system_stats")
     assert status == 200 and "comfyui_version" in stats["system"]
     assert door_call(pool, "GET", "/prompt")[1]["exec_info"]["queue_remaining"] >= 0
+    for path in ("/upload/image", "/api/upload/mask"):  # refused in ComfyUI's error shape, nothing stored
+        status, body = door_call(pool, "POST", path, {})
+        assert status == 403 and body["error"]["type"] == "uploads_not_supported"
+    # What only the editor needs passes through; an instance's logs and the door's own paths do not.
+    status, settings = door_call(pool, "GET", "/api/settings")
+    assert status == 200 and isinstance(settings, dict)
+    assert door_call(pool, "GET", "/internal/logs")[0] == 404
+    assert door_call(pool, "DELETE", "/api/history")[0] == 405
 
 
 def _wait_state(pool: SupervisorProcess, job_id: str, states: set[str], timeout: float = 300) -> dict[str, Any]:
@@ -273,13 +281,17 @@ def test_interrupt_queue_delete_and_history_delete(pool: SupervisorProcess) -> N
     graph = example_graph(seed=11)
     graph["5"]["inputs"].update(width=768, height=768)
     graph["3"]["inputs"]["steps"] = 100
-    assert door_call(pool, "POST", "/prompt", {"prompt": graph, "client_id": client, "prompt_id": slow})[0] == 200
-    assert door_call(pool, "POST", "/prompt", {"prompt": example_graph(seed=12), "client_id": client,
-                                                "prompt_id": queued})[0] == 200
+    status, first = door_call(pool, "POST", "/prompt", {"prompt": graph, "client_id": client, "prompt_id": slow})
+    assert status == 200
+    # front asks ComfyUI to run it next; the pool's queue is FIFO, and the number says so.
+    status, second = door_call(pool, "POST", "/prompt", {"prompt": example_graph(seed=12), "client_id": client,
+                                                          "prompt_id": queued, "front": True, "number": -5})
+    assert status == 200 and second["number"] > first["number"] > 0
     _wait_state(pool, slow, {"running"})
     queue = door_call(pool, "GET", "/queue")[1]
     assert [item[1] for item in queue["queue_running"]] == [slow]
     assert [item[1] for item in queue["queue_pending"]] == [queued]
+    assert queue["queue_pending"][0][0] == second["number"]
     assert door_call(pool, "POST", "/queue", {"delete": [queued]})[0] == 200
     assert _wait_state(pool, queued, {"cancelled"})["attempts"] == []
     assert door_call(pool, "POST", "/interrupt", {"prompt_id": slow})[0] == 200
@@ -325,6 +337,32 @@ def test_example_client_survives_an_instance_killed_mid_prompt(pool: SupervisorP
     done = pool.get(f"/v1/jobs/{job['id']}")
     assert done["state"] == "succeeded"
     assert [a["reason"] for a in done["attempts"]] == ["crash", "succeeded"]
+
+
+def _finished_prompt(pool: SupervisorProcess, seed: int) -> str:
+    prompt_id = str(uuid.uuid4())
+    assert door_call(pool, "POST", "/prompt", {"prompt": example_graph(seed=seed), "prompt_id": prompt_id})[0] == 200
+    assert _wait_state(pool, prompt_id, {"succeeded", "failed", "rejected", "cancelled"})["state"] == "succeeded"
+    return prompt_id
+
+
+def test_history_delete_and_clear_survive_a_restart(pool: SupervisorProcess) -> None:
+    """POST /history clear hides what had finished, delete hides one prompt, both after a restart
+    of the supervisor too; the jobs stay in /v1/jobs (this test restarts ``pool``: it comes last)."""
+    earlier = _finished_prompt(pool, 30)
+    before = door_call(pool, "GET", "/history")[1]
+    assert earlier in before
+    assert door_call(pool, "POST", "/history", {"clear": True})[0] == 200
+    assert door_call(pool, "GET", "/history")[1] == {}
+    kept, deleted = _finished_prompt(pool, 31), _finished_prompt(pool, 32)
+    assert door_call(pool, "POST", "/api/history", {"delete": [deleted]})[0] == 200
+    pool.stop()
+    pool.start()
+    assert list(door_call(pool, "GET", "/history")[1]) == [kept]
+    assert door_call(pool, "GET", f"/history/{deleted}")[1] == {}
+    assert door_call(pool, "GET", f"/history/{kept}")[1][kept]["status"]["completed"] is True
+    assert {pool.get(f"/v1/jobs/{job_id}")["state"] for job_id in (deleted, *before)} <= {
+        "succeeded", "failed", "rejected", "cancelled"}
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,17 @@ rewrite, the settings and the token forms clients send."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import time
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from runner.object_info import ObjectInfo
-from supervisor.comfy_door import ComfyDoor, job_id_for
+from supervisor.comfy_door import COOKIE, ComfyDoor, job_id_for
+from supervisor.comfy_door_editor import PassPolicy, unprefixed
 from supervisor.comfy_door_graph import (
     GraphRefused,
     NodeRules,
@@ -19,6 +23,7 @@ from supervisor.comfy_door_graph import (
     output_kinds,
     public_extra_data,
 )
+from supervisor.comfy_door_history import HiddenHistory
 from supervisor.settings import ConfigError, load_settings
 
 INFO = ObjectInfo({
@@ -115,10 +120,12 @@ def test_settings_off_defaults_and_errors() -> None:
     config = load_settings(overrides={"comfy_api": {"port": 0}}).comfy_api
     assert config is not None and "SaveLatent" in config.deny_nodes and config.image_gate.action == "replace"
     assert load_settings(overrides={"comfy_api": {}}).comfy_api is not None  # {}: on, with the defaults
+    assert config.editor is True and load_settings(overrides={"comfy_api": {"editor": False}}).comfy_api.editor is False
     with pytest.raises(ConfigError) as caught:
-        load_settings(overrides={"comfy_api": {"port": "x", "colour": 1, "image_gate": {"action": "maybe"}}})
+        load_settings(overrides={"comfy_api": {"port": "x", "colour": 1, "image_gate": {"action": "maybe"},
+                                               "editor": "yes"}})
     keys = sorted(problem.split(":")[0] for problem in caught.value.problems)
-    assert keys == ["comfy_api.colour", "comfy_api.image_gate.action", "comfy_api.port"]
+    assert keys == ["comfy_api.colour", "comfy_api.editor", "comfy_api.image_gate.action", "comfy_api.port"]
 
 
 @pytest.mark.parametrize(("headers", "query", "ok"), [
@@ -131,8 +138,58 @@ def test_settings_off_defaults_and_errors() -> None:
     ({"Authorization": "Basic !!!"}, "", False),
     ({}, "?token=secret-token", True),
     ({}, "?token=", False),
+    ({"Cookie": f"{COOKIE}=secret-token"}, "", False),  # the cookie holds an HMAC, never the token
+    ({"Cookie": f"{COOKIE}=" + "0" * 64}, "", False),
 ])
 def test_token_forms_clients_send(headers: dict, query: str, ok: bool) -> None:
     door = ComfyDoor.__new__(ComfyDoor)
     door.token = "secret-token"
     assert door._authorised(make_mocked_request("GET", "/prompt" + query, headers=headers)) is ok
+
+
+def test_the_editor_cookie_is_an_hmac_of_the_token_and_opens_the_door() -> None:
+    door = ComfyDoor.__new__(ComfyDoor)
+    door.token = "secret-token"
+    value = door._cookie_value()
+    assert "secret-token" not in value
+    assert door._authorised(make_mocked_request("GET", "/api/settings", headers={"Cookie": f"{COOKIE}={value}"}))
+    door.token = "another-token"
+    assert not door._authorised(make_mocked_request("GET", "/", headers={"Cookie": f"{COOKIE}={value}"}))
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", "/", None), ("GET", "/assets/index.js", None), ("GET", "/api/settings", None),
+    ("POST", "/api/settings/Comfy.TutorialCompleted", None), ("POST", "/userdata/workflows%2Fa.json", None),
+    ("DELETE", "/api/userdata/workflows%2Fa.json", None), ("POST", "/api/users", None),
+    ("GET", "/internal/logs", 404), ("GET", "/api/internal/folder_paths", 404), ("POST", "/api/free", 404),
+    ("POST", "/upload/image", 405), ("POST", "/api/settingsX", 405), ("PUT", "/extensions/x.js", 405),
+])
+def test_what_the_editor_pass_through_lets_by(method: str, path: str, status: int | None) -> None:
+    assert PassPolicy.load().refusal(method, path) == status
+
+
+def test_api_prefix_is_stripped_once() -> None:
+    assert [unprefixed(p) for p in ("/api", "/api/x", "/apix", "/x/api")] == ["/", "/x", "/apix", "/x/api"]
+
+
+def test_hidden_history_is_kept_in_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "history.json"
+    first = HiddenHistory(path)
+    first.load()  # no file yet: nothing hidden
+    asyncio.run(first.delete(["a", "b"]))
+    again = HiddenHistory(path)
+    again.load()
+    assert again.hides("a", time.time()) and not again.hides("c", time.time())
+    asyncio.run(again.clear())
+    after = HiddenHistory(path)
+    after.load()
+    assert after.deleted == set() and after.hides("c", time.time() - 1) and not after.hides("c", time.time() + 1)
+    assert not after.hides("c", None)
+
+
+def test_an_unreadable_history_file_hides_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "history.json"
+    path.write_text("{not json")
+    history = HiddenHistory(path)
+    history.load()
+    assert not history.hides("a", 0.0) and history.cleared_at is None
