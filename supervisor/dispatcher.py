@@ -41,6 +41,7 @@ from .job_request import FieldError, JobRequest
 from .job_store import (
     CANCELLED,
     FAILED,
+    NOT_STARTED,
     QUEUED,
     REJECTED,
     RUNNING,
@@ -60,7 +61,10 @@ POLL_INTERVAL_S = 2.0
 
 
 class JobInstance(Protocol):
-    """What an attempt uses of the instance the pool lent it (``supervisor.instance.Instance`` is one)."""
+    """What an attempt uses of the instance the pool lent it (the pool's ``Claim`` on it)."""
+
+    @property
+    def prompt_id(self) -> str: ...  # the id its prompt has in that ComfyUI
 
     @property
     def name(self) -> str: ...
@@ -85,9 +89,8 @@ class RequestKind(Protocol):
 class _Running:
     job_id: str
     attempt: int
-    instance: JobInstance
+    instance: JobInstance  # the pool's claim (it also has the prompt_id)
     task: asyncio.Task[None]
-    prompt_id: str | None = None
 
 
 class Dispatcher:
@@ -133,16 +136,20 @@ class Dispatcher:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def cancel(self, job_id: str) -> None:
-        """Interrupt a running job's prompt; the attempt then ends ``cancelled``."""
+        """Take a prefetched prompt out of ComfyUI's queue, or interrupt a running one; the job then
+        ends ``cancelled``."""
         running = self._running.get(job_id)
         if running is None:
+            return
+        if await self.pool.withdraw(running.instance):  # it never started: it never will
+            log.info("cancelled before it started", extra={"job_id": job_id, "instance": running.instance.name})
             return
         log.info("interrupting job", extra={"job_id": job_id, "instance": running.instance.name})
         client = running.instance.client
         if client is None:  # the process is gone: the attempt ends as lost, then cancelled
             return
         try:
-            await client.interrupt(running.prompt_id)
+            await client.interrupt(running.instance.prompt_id)
         except ComfyError as exc:
             log.warning("interrupt failed: %s", exc, extra={"job_id": job_id})
 
@@ -197,8 +204,13 @@ class Dispatcher:
             result = await self.pool.run(instance, graph, on_event=self._on_event(job.id, instance, attempt))
             if kind:
                 names = await kind.stage(instance, job, attempt, result)
+                self.pool.release(instance)
             else:
-                names = await self._stage_images(instance, job.id, attempt, result)
+                images = await self._download(instance, result)
+                # The images are ours: the instance's slot goes to the next job while this one is
+                # written and committed.
+                self.pool.release(instance)
+                names = await self._stage_images(job.id, attempt, result, images)
             committed = await self.store.complete(job.id, attempt, names)
             # Our copy is staged (and now committed or refused): ComfyUI's own copy goes.
             await asyncio.to_thread(_remove_outputs, instance.process.launch.output_dir, result.images)
@@ -249,24 +261,21 @@ class Dispatcher:
 
     def _on_event(self, job_id: str, instance: JobInstance, attempt: int) -> Callable[[ComfyEvent], None]:
         def handle(event: ComfyEvent) -> None:
-            running = self._running.get(job_id)
-            if running is not None and running.prompt_id is None and event.data.get("prompt_id"):
-                running.prompt_id = str(event.data["prompt_id"])
             self.events.comfy_event(job_id, instance.name, attempt, event)
         return handle
 
-    async def _stage_images(self, instance: JobInstance, job_id: str, attempt: int, result: RunResult) -> list[str]:
-        """Download the run's images into the attempt's staging folder; their file names."""
-        folder = self.store.staging_dir(job_id, attempt)
+    async def _download(self, instance: JobInstance, result: RunResult) -> list[bytes]:
+        """The run's images, from the instance that made them."""
         client = instance.client
         if client is None:
             raise InstanceLost("crash", instance.name)
-        names = []
-        for index, image in enumerate(result.images):
-            data = await client.download(image)
-            name = f"{index}{Path(image.filename).suffix.lower() or '.png'}"
-            await asyncio.to_thread(_write_file, folder / name, data)
-            names.append(name)
+        return [await client.download(image) for image in result.images]
+
+    async def _stage_images(self, job_id: str, attempt: int, result: RunResult, images: list[bytes]) -> list[str]:
+        """Write the downloaded images into the attempt's staging folder; their file names."""
+        folder = self.store.staging_dir(job_id, attempt)
+        names = [f"{index}{Path(image.filename).suffix.lower() or '.png'}" for index, image in enumerate(result.images)]
+        await asyncio.to_thread(_write_files, folder, list(zip(names, images)))
         return names
 
     async def _retry(self, job: Job, attempt: int, reason: str, where: dict[str, Any],
@@ -275,8 +284,13 @@ class Dispatcher:
         after = await self.store.retry_or_fail(job.id, attempt, reason, self.max_attempts)
         if after is None:
             return
-        log.warning("instance lost under the job (%s%s): %s", reason, f": {detail}" if detail else "",
-                    "requeued" if after.state == QUEUED else after.state, extra=where)
+        outcome = "requeued" if after.state == QUEUED else after.state
+        if reason == NOT_STARTED:
+            log.info("prompt given back before it started (its instance is draining, restarting or was "
+                     "lost, or the job was cancelled): %s", outcome, extra=where)
+        else:
+            log.warning("instance lost under the job (%s%s): %s", reason, f": {detail}" if detail else "",
+                        outcome, extra=where)
         if after.state == QUEUED:
             self.events.state(job.id, QUEUED, reason=reason)
         else:
@@ -336,6 +350,11 @@ def _remove_outputs(output_dir: Path, images: list[Any]) -> None:
         path = (root / (image.subfolder or "") / image.filename).resolve()
         if path.is_relative_to(root):
             path.unlink(missing_ok=True)
+
+
+def _write_files(folder: Path, files: list[tuple[str, bytes]]) -> None:
+    for name, data in files:
+        _write_file(folder / name, data)
 
 
 def _write_file(path: Path, data: bytes) -> None:

@@ -40,7 +40,8 @@ __all__ = ["STATES", "TERMINAL_STATES", "JobState"]  # re-exported for the API a
 # Attempt reasons that say nothing about the job itself: they do not use up its attempts.
 SUPERVISOR_RESTART = "supervisor_restart"
 SUPERVISOR_SHUTDOWN = "supervisor_shutdown"
-NOT_COUNTED_REASONS = (SUPERVISOR_RESTART, SUPERVISOR_SHUTDOWN)
+NOT_STARTED = "not_started"  # a prefetched prompt that never left its instance's queue
+NOT_COUNTED_REASONS = (SUPERVISOR_RESTART, SUPERVISOR_SHUTDOWN, NOT_STARTED)
 
 STAGING_DIR = ".staging"
 

@@ -64,7 +64,7 @@ class JobService:
     def __init__(self, settings: Settings, pool: Pool | None = None, guard: Guard | None = None) -> None:
         """``guard``: the loaded guard model (``guard_stage.load_guard``) when ``guard`` is configured."""
         self.settings = settings
-        self.pool = pool or Pool(settings)
+        self.pool = pool or Pool(settings, prefetch=settings.jobs.prefetch)
         self.store = JobStore(settings.jobs.db_path, settings.jobs.images_dir)
         self.events = JobEvents()
         self.metrics = ServiceMetrics(self.pool.snapshot)
