@@ -174,9 +174,12 @@ class JobService:
         self.catalog.build(request)  # the workflow's own limits, before anything is queued
         if (await self.store.counts())[QUEUED] >= jobs.max_queue:
             raise ServiceUnavailable(f"the queue is full ({jobs.max_queue} jobs): try again later")
-        job, created = await self.store.submit(request.to_json(), idempotency_key)
+        job, created = await self.store.submit(request.to_json(), idempotency_key,
+                                               on_committed=self._queued)
+        return Submitted(job, created)
+
+    def _queued(self, job: Job, created: bool) -> None:
         if created:
             log.info("job queued", extra={"job_id": job.id})
             self.dispatcher.wake()
-        return Submitted(job, created)
 
