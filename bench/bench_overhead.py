@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import signal
@@ -37,11 +38,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cak.comfy_client import ComfyClient  # noqa: E402 - path set above
-from cak.comfy_process import ComfyLaunch, ComfyProcess, free_port  # noqa: E402
-from cak.install_state import REPO_ROOT, load_state  # noqa: E402
-from cak.workflow import Workflow  # noqa: E402
-from supervisor.service_client import ServiceClient  # noqa: E402
+from cak.comfy_client import ComfyClient
+from cak.comfy_process import ComfyLaunch, ComfyProcess, free_port
+from cak.install_state import REPO_ROOT, load_state
+from cak.workflow import Workflow
+from supervisor.service_client import ServiceClient, ServiceError
 
 FINAL = {"succeeded", "failed", "rejected", "cancelled"}
 CPU_WORKFLOW = "cute_animal_cpu"
@@ -144,12 +145,10 @@ class Supervisor:
         while True:
             if self.popen.poll() is not None:
                 raise RuntimeError(f"supervisor exited: {self.log.read_text()[-2000:]}")
-            try:
+            with contextlib.suppress(ServiceError):  # not listening yet
                 data = await client.request("GET", "/v1/instances")
                 if sum(i["state"] == "ready" for i in data["instances"]) >= self.instances:
                     return
-            except Exception:  # not listening yet
-                pass
             await asyncio.sleep(0.5)
 
     def stop(self) -> None:

@@ -274,7 +274,14 @@ class ComfyClient:
             if event is None:
                 continue
             await tracker.emit(event)
+            if event.type == "executed" and event.data.get("output") is not None:
+                tracker.outputs[str(event.data.get("node"))] = event.data["output"]
             if event.type == "execution_success":
+                if tracker.reconnects == 0 and tracker.outputs:
+                    # ComfyUI 0.3.x sends every output node's ``executed`` (cached ones too) with what
+                    # /history would list: no second round trip. After a reconnect (some may have
+                    # been missed) or without any (another server), /history says.
+                    return {"outputs": tracker.outputs}
                 return await self._history_after_success(tracker)
             if event.type == "execution_error":
                 raise execution_error(tracker.prompt_id, event.data)
@@ -373,6 +380,7 @@ class _RunTracker:
         self.step_timeout = step_timeout
         self.last_activity: float | None = None  # set at execution_start: queue time is not silence
         self.cached_nodes: list[str] = []
+        self.outputs: dict[str, Any] = {}  # node id → its ``executed`` output, as /history lists them
         self.reconnects = 0
         self.events = 0
 

@@ -11,8 +11,10 @@ has exactly one result.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -206,14 +208,15 @@ class Dispatcher:
                 names = await kind.stage(instance, job, attempt, result)
                 self.pool.release(instance)
             else:
-                images = await self._download(instance, result)
-                # The images are ours: the instance's slot goes to the next job while this one is
-                # written and committed.
+                # The images are files in the instance's output folder, on this machine: moved into
+                # the attempt's staging folder, not downloaded. The slot goes to the next job now.
+                output_dir = instance.process.launch.output_dir
                 self.pool.release(instance)
-                names = await self._stage_images(job.id, attempt, result, images)
+                names = await asyncio.to_thread(_stage_files, output_dir, self.store.staging_dir(job.id, attempt),
+                                                result.images)
             committed = await self.store.complete(job.id, attempt, names)
-            # Our copy is staged (and now committed or refused): ComfyUI's own copy goes.
-            await asyncio.to_thread(_remove_outputs, instance.process.launch.output_dir, result.images)
+            if kind:  # our copy is staged (and now committed or refused): ComfyUI's own copy goes
+                await asyncio.to_thread(_remove_outputs, instance.process.launch.output_dir, result.images)
             if committed:
                 log.info("job succeeded", extra={**where, "images": len(names)})
                 self.metrics.attempts.labels(SUCCEEDED).inc()
@@ -263,20 +266,6 @@ class Dispatcher:
         def handle(event: ComfyEvent) -> None:
             self.events.comfy_event(job_id, instance.name, attempt, event)
         return handle
-
-    async def _download(self, instance: JobInstance, result: RunResult) -> list[bytes]:
-        """The run's images, from the instance that made them."""
-        client = instance.client
-        if client is None:
-            raise InstanceLost("crash", instance.name)
-        return [await client.download(image) for image in result.images]
-
-    async def _stage_images(self, job_id: str, attempt: int, result: RunResult, images: list[bytes]) -> list[str]:
-        """Write the downloaded images into the attempt's staging folder; their file names."""
-        folder = self.store.staging_dir(job_id, attempt)
-        names = [f"{index}{Path(image.filename).suffix.lower() or '.png'}" for index, image in enumerate(result.images)]
-        await asyncio.to_thread(_write_files, folder, list(zip(names, images)))
-        return names
 
     async def _retry(self, job: Job, attempt: int, reason: str, where: dict[str, Any],
                      detail: str = "") -> None:
@@ -352,9 +341,33 @@ def _remove_outputs(output_dir: Path, images: list[Any]) -> None:
             path.unlink(missing_ok=True)
 
 
-def _write_files(folder: Path, files: list[tuple[str, bytes]]) -> None:
-    for name, data in files:
-        _write_file(folder / name, data)
+def _stage_files(output_dir: Path, folder: Path, images: list[Any]) -> list[str]:
+    """Move the run's images from the instance's output folder into ``folder``; their new names.
+
+    A rename when both are on one file system (else a copy, then the original goes), then an fsync:
+    ComfyUI wrote the file without one, and the commit that follows must not outlive its data.
+    """
+    root = output_dir.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for index, image in enumerate(images):
+        source = (root / (image.subfolder or "") / image.filename).resolve()
+        if not source.is_relative_to(root):
+            raise ExecutionFailed("", None, None, "ImageOutsideOutput",
+                                  f"ComfyUI named an image outside its output folder: {image.filename}")
+        name = f"{index}{Path(image.filename).suffix.lower() or '.png'}"
+        target = folder / name
+        try:
+            os.replace(source, target)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            shutil.copyfile(source, target)
+            source.unlink()
+        with open(target, "rb") as handle:
+            os.fsync(handle.fileno())
+        names.append(name)
+    return names
 
 
 def _write_file(path: Path, data: bytes) -> None:

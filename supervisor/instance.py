@@ -90,8 +90,8 @@ class Claim:
     never started was taken back out of ComfyUI's queue (drain, graceful restart, cancel).
     """
 
-    instance: "Instance"
-    life: "Lifetime"
+    instance: Instance
+    life: Lifetime
     prompt_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     submitted: asyncio.Event = field(default_factory=asyncio.Event)  # POST /prompt answered
     ran: bool = False            # Pool.run was called for it
@@ -118,7 +118,7 @@ class Claim:
         return self.instance.process
 
     @property
-    def state(self) -> "InstanceState":
+    def state(self) -> InstanceState:
         return self.instance.state
 
     @property
@@ -558,7 +558,7 @@ class Instance:
             try:
                 async with asyncio.timeout(0.05):
                     await claim.submitted.wait()
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _withdraw_waiting(self, life: Lifetime) -> None:

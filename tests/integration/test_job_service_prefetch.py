@@ -86,7 +86,7 @@ def comfy_history_seeds(url: str) -> set[int]:
 
 
 def test_sigkill_with_a_running_and_a_prefetched_job_both_finish_elsewhere_once(service):
-    by_instance = both_busy_with_slow_jobs(service, "kill")
+    by_instance = both_busy_with_slow_jobs(service, "koala")
     waiting, victim = prefetched(service, "a waiting kitten", seed=9101)
     running = by_instance[victim]
     pid = instances(service)[victim]["pid"]
@@ -105,9 +105,9 @@ def test_sigkill_with_a_running_and_a_prefetched_job_both_finish_elsewhere_once(
 
 def test_cancelling_a_prefetched_job_takes_it_out_of_comfyui_s_queue(service):
     service.wait_ready(2)
-    by_instance = both_busy_with_slow_jobs(service, "cancel")
+    by_instance = both_busy_with_slow_jobs(service, "otter")
     seed = 9202
-    waiting, holder = prefetched(service, "a cancelled puppy", seed=seed)
+    waiting, holder = prefetched(service, "a waiting puppy", seed=seed)
     assert service.call("DELETE", f"/v1/jobs/{waiting}")[0] == 202
     done = service.wait_job(waiting)
     assert done["state"] == "cancelled" and done["images"] == [], done
@@ -123,8 +123,8 @@ def test_cancelling_a_prefetched_job_takes_it_out_of_comfyui_s_queue(service):
 
 def test_drain_gives_the_prefetched_job_back_and_it_runs_elsewhere(service):
     service.wait_ready(2)
-    by_instance = both_busy_with_slow_jobs(service, "drain")
-    waiting, holder = prefetched(service, "a drained duckling", seed=9303)
+    by_instance = both_busy_with_slow_jobs(service, "panda")
+    waiting, holder = prefetched(service, "a resting duckling", seed=9303)
     assert service.call("POST", f"/v1/instances/{holder}/drain")[0] == 202
     done = service.wait_job(waiting)
     assert done["state"] == "succeeded", done
