@@ -30,7 +30,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    supervisor = SupervisorProcess(tmp_path_factory.mktemp("prefetch"), instances=2, jobs={"prefetch": 1})
+    # A long step timeout: these tests kill, cancel and drain on purpose, and a loaded machine must
+    # not add a hang restart of its own.
+    supervisor = SupervisorProcess(tmp_path_factory.mktemp("prefetch"), instances=2, jobs={"prefetch": 1},
+                                   health={"step_timeout_s": 600})
     try:
         supervisor.start(ready=2)
         yield supervisor
