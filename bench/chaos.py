@@ -54,15 +54,16 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from supervisor.job_store import NOT_COUNTED_REASONS  # noqa: E402 - path set above
 from supervisor.states import SERVING_STATES, TERMINAL_STATES  # noqa: E402
-from tests.job_service import SupervisorProcess  # noqa: E402 - path set above
+from tests.job_service import SupervisorProcess  # noqa: E402
 from tests.supervisor_fixtures import FAULT_NODES_DIR, comfy_processes_under, fault_graph  # noqa: E402
 
 SETTINGS_FILE = Path(__file__).with_name("chaos.yaml")
 WORKFLOW_MANIFEST = REPO / "workflows" / "cute_animal_cpu.yaml"
 FINAL = TERMINAL_STATES
 SERVING = SERVING_STATES
-NOT_COUNTED = frozenset({"supervisor_restart", "supervisor_shutdown"})
+NOT_COUNTED = frozenset(NOT_COUNTED_REASONS)  # with not_started: a prefetched prompt given back unrun
 LOST_REASONS = frozenset({"crash", "unresponsive", "hang", "ServerGone", "ServerUnreachable", "RunTimeout"})
 SIGNAL_FAULTS = {"sigkill": (signal.SIGKILL, "crash"), "sigstop": (signal.SIGSTOP, "unresponsive")}
 FAULT_KINDS = ("sigkill", "sigstop", "supervisor_kill", "hang", "leak")

@@ -63,11 +63,15 @@ class ComfyClient:
         self.base_url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
         ws_scheme = "wss" if parts.scheme == "https" else "ws"
         self.client_id = client_id or uuid.uuid4().hex
-        self.ws_url = urlunsplit((ws_scheme, parts.netloc, f"{parts.path}/ws", f"clientId={self.client_id}", ""))
+        self._ws_base = urlunsplit((ws_scheme, parts.netloc, f"{parts.path}/ws", "", ""))
+        self.ws_url = self._ws_url(self.client_id)
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
         self.reconnect_window = reconnect_window
         self._session: aiohttp.ClientSession | None = None
+
+    def _ws_url(self, client_id: str) -> str:
+        return f"{self._ws_base}?clientId={client_id}"
 
     async def __aenter__(self) -> "ComfyClient":
         timeout = aiohttp.ClientTimeout(total=self.request_timeout, connect=self.connect_timeout)
@@ -167,14 +171,14 @@ class ComfyClient:
     async def download(self, image: ImageRef) -> bytes:
         return await self._request("GET", "/view", params=image.query(), want="bytes")
 
-    async def submit(self, graph: dict, prompt_id: str | None = None) -> str:
+    async def submit(self, graph: dict, prompt_id: str | None = None, client_id: str | None = None) -> str:
         """Queue an API-format graph for this client id; ``PromptRejected`` if ComfyUI refuses it.
 
         A 200 that still lists ``node_errors`` means some outputs were dropped: the prompt is taken
         back out of the queue and rejected too, since a partial run is not what was asked for.
         """
         prompt_id = prompt_id or str(uuid.uuid4())
-        body = {"prompt": graph, "client_id": self.client_id, "prompt_id": prompt_id}
+        body = {"prompt": graph, "client_id": client_id or self.client_id, "prompt_id": prompt_id}
         answer = await self._request("POST", "/prompt", json_body=body)
         if not isinstance(answer, dict) or "prompt_id" not in answer:
             raise NotComfyUI(f"{self.base_url} answered POST /prompt without a prompt_id")
@@ -194,18 +198,24 @@ class ComfyClient:
     # ------------------------------------------------------------------ running a prompt
 
     async def run(self, graph: dict, *, on_event: EventHandler | None = None, timeout: float | None = None,
-                  step_timeout: float | None = None, prompt_id: str | None = None) -> RunResult:
+                  step_timeout: float | None = None, prompt_id: str | None = None,
+                  client_id: str | None = None, on_submitted: Callable[[], None] | None = None) -> RunResult:
         """Submit ``graph`` and follow it to its end.
 
         ``timeout`` bounds the whole run (queue time included); ``step_timeout`` is the longest
         silence allowed between two events once the prompt has started (``StepTimeout``). On either
-        timeout the prompt is interrupted before the error is raised.
+        timeout the prompt is interrupted before the error is raised. ``client_id``: the run's own
+        websocket session (ComfyUI keeps one socket per client id, so runs that overlap on one
+        server need one each); ``on_submitted`` is called once ComfyUI has queued the prompt.
         """
-        tracker = _RunTracker(prompt_id or str(uuid.uuid4()), on_event, timeout, step_timeout)
-        socket = await self._connect_socket(first=True)
+        tracker = _RunTracker(prompt_id or str(uuid.uuid4()), on_event, timeout, step_timeout,
+                              client_id or self.client_id)
+        socket = await self._connect_socket(tracker.client_id, first=True)
         try:
             try:
-                await self.submit(graph, tracker.prompt_id)
+                await self.submit(graph, tracker.prompt_id, tracker.client_id)
+                if on_submitted is not None:
+                    on_submitted()
                 return await self._follow(socket, tracker)
             except RunTimeout:
                 await self._cancel_quietly(tracker.prompt_id)
@@ -213,10 +223,10 @@ class ComfyClient:
         finally:
             await socket.close()
 
-    async def _connect_socket(self, first: bool) -> ClientConnection:
+    async def _connect_socket(self, client_id: str, first: bool) -> ClientConnection:
         """Open the websocket; a failure on the first try says whether anything answered at all."""
         try:
-            return await connect(self.ws_url, open_timeout=self.connect_timeout, proxy=None,
+            return await connect(self._ws_url(client_id), open_timeout=self.connect_timeout, proxy=None,
                                  max_size=None, ping_interval=20, ping_timeout=60, close_timeout=2)
         except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI) as exc:
             if not first:
@@ -264,7 +274,14 @@ class ComfyClient:
             if event is None:
                 continue
             await tracker.emit(event)
+            if event.type == "executed" and event.data.get("output") is not None:
+                tracker.outputs[str(event.data.get("node"))] = event.data["output"]
             if event.type == "execution_success":
+                if tracker.reconnects == 0 and tracker.outputs:
+                    # ComfyUI 0.3.x sends every output node's ``executed`` (cached ones too) with what
+                    # /history would list: no second round trip. After a reconnect (some may have
+                    # been missed) or without any (another server), /history says.
+                    return {"outputs": tracker.outputs}
                 return await self._history_after_success(tracker)
             if event.type == "execution_error":
                 raise execution_error(tracker.prompt_id, event.data)
@@ -290,7 +307,7 @@ class ComfyClient:
         while True:
             attempt += 1
             try:
-                socket = await self._connect_socket(first=False)
+                socket = await self._connect_socket(tracker.client_id, first=False)
             except _SocketLost as exc:
                 if time.monotonic() - lost_at > self.reconnect_window:
                     raise ServerGone(f"{self.base_url} went away during prompt {tracker.prompt_id} and "
@@ -353,8 +370,9 @@ class _RunTracker:
     """Per-run state: which frames are ours, the deadlines, what was cached."""
 
     def __init__(self, prompt_id: str, on_event: EventHandler | None, timeout: float | None,
-                 step_timeout: float | None) -> None:
+                 step_timeout: float | None, client_id: str) -> None:
         self.prompt_id = prompt_id
+        self.client_id = client_id
         self.on_event = on_event
         self.started = time.monotonic()
         self.deadline = None if timeout is None else self.started + timeout
@@ -362,6 +380,7 @@ class _RunTracker:
         self.step_timeout = step_timeout
         self.last_activity: float | None = None  # set at execution_start: queue time is not silence
         self.cached_nodes: list[str] = []
+        self.outputs: dict[str, Any] = {}  # node id → its ``executed`` output, as /history lists them
         self.reconnects = 0
         self.events = 0
 

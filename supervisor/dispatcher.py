@@ -11,8 +11,10 @@ has exactly one result.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ from .job_request import FieldError, JobRequest
 from .job_store import (
     CANCELLED,
     FAILED,
+    NOT_STARTED,
     QUEUED,
     REJECTED,
     RUNNING,
@@ -60,7 +63,10 @@ POLL_INTERVAL_S = 2.0
 
 
 class JobInstance(Protocol):
-    """What an attempt uses of the instance the pool lent it (``supervisor.instance.Instance`` is one)."""
+    """What an attempt uses of the instance the pool lent it (the pool's ``Claim`` on it)."""
+
+    @property
+    def prompt_id(self) -> str: ...  # the id its prompt has in that ComfyUI
 
     @property
     def name(self) -> str: ...
@@ -85,9 +91,8 @@ class RequestKind(Protocol):
 class _Running:
     job_id: str
     attempt: int
-    instance: JobInstance
+    instance: JobInstance  # the pool's claim (it also has the prompt_id)
     task: asyncio.Task[None]
-    prompt_id: str | None = None
 
 
 class Dispatcher:
@@ -133,16 +138,20 @@ class Dispatcher:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def cancel(self, job_id: str) -> None:
-        """Interrupt a running job's prompt; the attempt then ends ``cancelled``."""
+        """Take a prefetched prompt out of ComfyUI's queue, or interrupt a running one; the job then
+        ends ``cancelled``."""
         running = self._running.get(job_id)
         if running is None:
+            return
+        if await self.pool.withdraw(running.instance):  # it never started: it never will
+            log.info("cancelled before it started", extra={"job_id": job_id, "instance": running.instance.name})
             return
         log.info("interrupting job", extra={"job_id": job_id, "instance": running.instance.name})
         client = running.instance.client
         if client is None:  # the process is gone: the attempt ends as lost, then cancelled
             return
         try:
-            await client.interrupt(running.prompt_id)
+            await client.interrupt(running.instance.prompt_id)
         except ComfyError as exc:
             log.warning("interrupt failed: %s", exc, extra={"job_id": job_id})
 
@@ -197,11 +206,17 @@ class Dispatcher:
             result = await self.pool.run(instance, graph, on_event=self._on_event(job.id, instance, attempt))
             if kind:
                 names = await kind.stage(instance, job, attempt, result)
+                self.pool.release(instance)
             else:
-                names = await self._stage_images(instance, job.id, attempt, result)
+                # The images are files in the instance's output folder, on this machine: moved into
+                # the attempt's staging folder, not downloaded. The slot goes to the next job now.
+                output_dir = instance.process.launch.output_dir
+                self.pool.release(instance)
+                names = await asyncio.to_thread(_stage_files, output_dir, self.store.staging_dir(job.id, attempt),
+                                                result.images)
             committed = await self.store.complete(job.id, attempt, names)
-            # Our copy is staged (and now committed or refused): ComfyUI's own copy goes.
-            await asyncio.to_thread(_remove_outputs, instance.process.launch.output_dir, result.images)
+            if kind:  # our copy is staged (and now committed or refused): ComfyUI's own copy goes
+                await asyncio.to_thread(_remove_outputs, instance.process.launch.output_dir, result.images)
             if committed:
                 log.info("job succeeded", extra={**where, "images": len(names)})
                 self.metrics.attempts.labels(SUCCEEDED).inc()
@@ -249,25 +264,8 @@ class Dispatcher:
 
     def _on_event(self, job_id: str, instance: JobInstance, attempt: int) -> Callable[[ComfyEvent], None]:
         def handle(event: ComfyEvent) -> None:
-            running = self._running.get(job_id)
-            if running is not None and running.prompt_id is None and event.data.get("prompt_id"):
-                running.prompt_id = str(event.data["prompt_id"])
             self.events.comfy_event(job_id, instance.name, attempt, event)
         return handle
-
-    async def _stage_images(self, instance: JobInstance, job_id: str, attempt: int, result: RunResult) -> list[str]:
-        """Download the run's images into the attempt's staging folder; their file names."""
-        folder = self.store.staging_dir(job_id, attempt)
-        client = instance.client
-        if client is None:
-            raise InstanceLost("crash", instance.name)
-        names = []
-        for index, image in enumerate(result.images):
-            data = await client.download(image)
-            name = f"{index}{Path(image.filename).suffix.lower() or '.png'}"
-            await asyncio.to_thread(_write_file, folder / name, data)
-            names.append(name)
-        return names
 
     async def _retry(self, job: Job, attempt: int, reason: str, where: dict[str, Any],
                      detail: str = "") -> None:
@@ -275,8 +273,13 @@ class Dispatcher:
         after = await self.store.retry_or_fail(job.id, attempt, reason, self.max_attempts)
         if after is None:
             return
-        log.warning("instance lost under the job (%s%s): %s", reason, f": {detail}" if detail else "",
-                    "requeued" if after.state == QUEUED else after.state, extra=where)
+        outcome = "requeued" if after.state == QUEUED else after.state
+        if reason == NOT_STARTED:
+            log.info("prompt given back before it started (its instance is draining, restarting or was "
+                     "lost, or the job was cancelled): %s", outcome, extra=where)
+        else:
+            log.warning("instance lost under the job (%s%s): %s", reason, f": {detail}" if detail else "",
+                        outcome, extra=where)
         if after.state == QUEUED:
             self.events.state(job.id, QUEUED, reason=reason)
         else:
@@ -336,6 +339,35 @@ def _remove_outputs(output_dir: Path, images: list[Any]) -> None:
         path = (root / (image.subfolder or "") / image.filename).resolve()
         if path.is_relative_to(root):
             path.unlink(missing_ok=True)
+
+
+def _stage_files(output_dir: Path, folder: Path, images: list[Any]) -> list[str]:
+    """Move the run's images from the instance's output folder into ``folder``; their new names.
+
+    A rename when both are on one file system (else a copy, then the original goes), then an fsync:
+    ComfyUI wrote the file without one, and the commit that follows must not outlive its data.
+    """
+    root = output_dir.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for index, image in enumerate(images):
+        source = (root / (image.subfolder or "") / image.filename).resolve()
+        if not source.is_relative_to(root):
+            raise ExecutionFailed("", None, None, "ImageOutsideOutput",
+                                  f"ComfyUI named an image outside its output folder: {image.filename}")
+        name = f"{index}{Path(image.filename).suffix.lower() or '.png'}"
+        target = folder / name
+        try:
+            os.replace(source, target)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            shutil.copyfile(source, target)
+            source.unlink()
+        with open(target, "rb") as handle:
+            os.fsync(handle.fileno())
+        names.append(name)
+    return names
 
 
 def _write_file(path: Path, data: bytes) -> None:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,26 +80,106 @@ class InstanceLog(logging.LoggerAdapter):
         return f"[{self.extra['instance']}] {msg}", kwargs
 
 
+@dataclass(eq=False)
+class Claim:
+    """One job's hold on an instance, from ``acquire`` to ``release``.
+
+    With prefetch an instance holds several: the prompt ComfyUI runs and the ones waiting behind it
+    in ComfyUI's own queue. Only a claim whose prompt *started* is a job (``max_jobs``, memory
+    check, a counted attempt when the instance is lost); ``withdrawn`` resolves once a prompt that
+    never started was taken back out of ComfyUI's queue (drain, graceful restart, cancel).
+    """
+
+    instance: Instance
+    life: Lifetime
+    prompt_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    submitted: asyncio.Event = field(default_factory=asyncio.Event)  # POST /prompt answered
+    ran: bool = False            # Pool.run was called for it
+    running: bool = False        # Pool.run follows its prompt
+    executing: bool = False      # ComfyUI said execution_start for it
+    done_in_comfy: bool = False  # ComfyUI said it ended (success, error, interrupted)
+    started_at_loss: bool | None = None  # decided when the process went away under it
+    deadline: float | None = None
+    timeout: float | None = None
+    withdrawn: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    # What a job needs of its instance (the dispatcher and the ComfyUI door use these).
+    @property
+    def name(self) -> str:
+        return self.instance.name
+
+    @property
+    def client(self) -> ComfyClient | None:
+        return self.instance.client if self.life is self.instance.lifetime else None
+
+    @property
+    def process(self) -> ComfyProcess:
+        return self.instance.process
+
+    @property
+    def state(self) -> InstanceState:
+        return self.instance.state
+
+    @property
+    def started(self) -> bool:
+        """ComfyUI runs (or ran) this prompt: it said so, or nothing of ours is ahead of it."""
+        if self.started_at_loss is not None:
+            return self.started_at_loss
+        if self.executing or self.done_in_comfy:
+            return True
+        if not self.submitted.is_set():
+            return False
+        ahead = self.life.claims[:self.life.claims.index(self)] if self in self.life.claims else []
+        return not any(other.submitted.is_set() and other.running and not other.done_in_comfy
+                       for other in ahead)
+
+
 class Lifetime:
     """One process from launch to stop; ``ended`` resolves with the reason it must go."""
 
     def __init__(self) -> None:
         self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.pending_reason: str | None = None  # graceful restart waiting for the job to end
-        self.job_claimed = False                # between acquire and release
-        self.job_ran = False                    # a prompt was run on this claim (Pool.run)
-        self.job_started_at: float | None = None  # while Pool.run follows a prompt
+        self.pending_reason: str | None = None  # graceful restart waiting for the jobs to end
+        self.claims: list[Claim] = []           # between acquire and release, oldest first
+        self.job_started_at: float | None = None  # since when a prompt of ours is in ComfyUI (Pool.run)
         self.last_event_at = 0.0
-        self.job_deadline: float | None = None
+        self.job_deadline: float | None = None  # the earliest deadline of a started prompt
         self.jobs = 0
+        self.checks_running = 0  # memory checks after a job still under way
         self.idle_since = time.monotonic()
 
+    @property
+    def job_claimed(self) -> bool:
+        return bool(self.claims)
+
     def end(self, reason: str) -> bool:
-        """Decide the reason (the first one wins); False if it was already decided."""
+        """Decide the reason (the first one wins); False if it was already decided.
+
+        Which held prompts had started is fixed here, at once: a prompt still waiting in ComfyUI's
+        queue goes back to ours without using up an attempt.
+        """
         if self.ended.done():
             return False
+        for claim in self.claims:
+            claim.started_at_loss = claim.started
         self.ended.set_result(reason)
         return True
+
+    def update_job_clock(self) -> None:
+        """``job_started_at`` / ``job_deadline`` for the watchdog, from the claims Pool.run follows.
+
+        A prompt queued behind another one in ComfyUI is not silent: the running one's events keep
+        the instance's heartbeat, and its own deadline starts when it starts.
+        """
+        running = [claim for claim in self.claims if claim.running]
+        if not running:
+            self.job_started_at = self.job_deadline = None
+            return
+        if self.job_started_at is None:
+            self.job_started_at = self.last_event_at = time.monotonic()
+        deadlines = [claim.deadline for claim in running if claim.deadline is not None]
+        self.job_deadline = min(deadlines) if deadlines else None
 
 
 class Instance:
@@ -106,10 +187,12 @@ class Instance:
 
     def __init__(self, config: InstanceSettings, health: HealthSettings, base_dir: Path, install: InstallState, *,
                  extra_model_paths: list[Path], keep_metadata: bool,
-                 on_change: Callable[[Instance], None]) -> None:
+                 on_change: Callable[[Instance], None], prefetch: int = 0) -> None:
+        """``prefetch``: how many jobs may wait in this ComfyUI's own queue behind the running one."""
         self.config = config
         self.name = config.name
         self.health = health
+        self.prefetch = prefetch
         self.process = ComfyProcess(ComfyLaunch(
             base_dir=base_dir, port=config.port or 0, extra_args=list(config.extra_args),
             extra_model_paths=list(extra_model_paths), cuda_device=config.cuda_device,
@@ -128,13 +211,13 @@ class Instance:
         self.device_mem_mb: float | None = None
         self.idle_frees = 0
         self.drained = False
-        self._job_life: Lifetime | None = None
         self._on_change = on_change
         self._stopping = False
         self._revive = asyncio.Event()
         self._launched = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._after_job_task: asyncio.Task[None] | None = None  # referenced so it is not collected
+        self._withdraw_tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ views
 
@@ -371,6 +454,7 @@ class Instance:
                 # INFO: the one WARNING is "restarting: <reason>" when the restart happens.
                 self.log.info("%s: %s; restart after the current job", reason, detail or "requested")
                 self._set_state(InstanceState.DRAINING)
+                self._withdraw_waiting(life)
             return
         self.log.info("%s: %s", reason, detail or "requested")
         life.end(reason)
@@ -380,6 +464,8 @@ class Instance:
         self.drained = True
         if self.state is InstanceState.READY:
             self._set_state(InstanceState.DRAINING)
+        elif self.lifetime is not None and not self.lifetime.ended.done():
+            self._withdraw_waiting(self.lifetime)  # prefetched prompts run elsewhere
         self.changed()
 
     def undrain(self) -> None:
@@ -387,57 +473,144 @@ class Instance:
 
     # ------------------------------------------------------------------ jobs (called by the pool)
 
-    def claim(self) -> None:
-        """READY → BUSY for one job."""
-        assert self.state is InstanceState.READY and self.lifetime is not None
-        life = self._job_life = self.lifetime
-        life.job_claimed = True
+    def can_prefetch(self) -> bool:
+        """A BUSY instance may take one more job into ComfyUI's queue behind the running one."""
+        life = self.lifetime
+        if (self.state is not InstanceState.BUSY or life is None or life.ended.done() or self.drained
+                or life.pending_reason is not None or not life.claims or len(life.claims) > self.prefetch):
+            return False
+        return not self.health.max_jobs or life.jobs + len(life.claims) < self.health.max_jobs
+
+    def claim(self) -> Claim:
+        """READY → BUSY for one job, or one more job on a BUSY instance (``can_prefetch``)."""
+        assert self.lifetime is not None
+        assert self.state is InstanceState.READY or self.can_prefetch()
+        life = self.lifetime
+        claim = Claim(self, life)
+        life.claims.append(claim)
         self._set_state(InstanceState.BUSY)
-
-    def job_lifetime(self) -> Lifetime:
-        """The lifetime the caller's job belongs to (it must have acquired this instance)."""
-        if self._job_life is None:
-            raise RuntimeError(f"instance {self.name} was not acquired: call Pool.acquire() first")
-        return self._job_life
-
-    def job_started(self, timeout: float) -> None:
-        life = self.job_lifetime()
-        now = time.monotonic()
-        life.job_ran = True
-        life.job_started_at = life.last_event_at = now
-        life.job_deadline = now + timeout
-
-    def heartbeat(self) -> None:
-        life = self._job_life
-        if life is not None:
-            life.last_event_at = time.monotonic()
-
-    def job_finished(self) -> None:
-        life = self._job_life
-        if life is not None:
-            life.job_started_at = life.job_deadline = None
-
-    def release(self) -> None:
-        """The job is over: check memory and job count, then READY (or restart if one is due)."""
-        life, self._job_life = self._job_life, None
-        if life is None or life is not self.lifetime or life.ended.done():
-            return  # its process is already gone; the new one was never claimed
-        life.job_claimed = False
-        life.job_started_at = life.job_deadline = None
-        life.idle_since = time.monotonic()
-        if not life.job_ran:  # acquired, then given back without a prompt: nothing to check
-            self._back_in_service(life)
-            return
-        life.job_ran = False
-        life.jobs += 1
-        self.jobs_run += 1
         self.changed()
-        self._after_job_task = asyncio.create_task(self._after_job(life), name=f"after job {self.name}")
+        return claim
+
+    def job_started(self, claim: Claim, timeout: float) -> None:
+        """Pool.run follows ``claim``'s prompt; its deadline runs from now if nothing is ahead of it,
+        else from its ``execution_start``."""
+        head = not any(other.running and not other.done_in_comfy for other in claim.life.claims)
+        claim.ran = claim.running = True
+        claim.timeout = timeout
+        if head:
+            claim.deadline = time.monotonic() + timeout
+        claim.life.update_job_clock()
+
+    def heartbeat(self, claim: Claim, event_type: str) -> None:
+        """An event of one of this instance's prompts: ComfyUI's worker is alive."""
+        life = claim.life
+        now = life.last_event_at = time.monotonic()
+        if event_type == "execution_start" and not claim.executing:
+            claim.executing = True
+            claim.deadline = now + (claim.timeout or 0.0)
+            life.update_job_clock()
+        elif event_type in ("execution_success", "execution_error", "execution_interrupted"):
+            claim.done_in_comfy = True
+
+    def job_finished(self, claim: Claim) -> None:
+        claim.running = False
+        claim.life.update_job_clock()
+
+    async def withdraw(self, claim: Claim) -> bool:
+        """Take a prompt that has not started back out of ComfyUI's queue (``POST /queue`` delete).
+
+        True when it never ran and never will (``claim.withdrawn`` resolves, so its ``Pool.run``
+        raises ``InstanceLost("not_started")``); False when it had started or its process is gone.
+        """
+        if claim.withdrawn.done():
+            return True
+        if claim.started or claim.life.ended.done():
+            return False
+        if not claim.ran:  # Pool.run not called yet: it will not submit the prompt
+            claim.withdrawn.set_result(None)
+            return True
+        await self._until_submitted(claim)
+        client = claim.client
+        if client is None or claim.started or not claim.running:
+            return False
+        try:
+            await client.delete_queued(claim.prompt_id)
+            # ComfyUI moves a prompt pending → running → history under one lock: looked at in this
+            # order after the delete, a prompt found nowhere was deleted before it started.
+            queue = await client.queue()
+            listed = {str(item[1]) for key in ("queue_running", "queue_pending") for item in queue.get(key, [])
+                      if isinstance(item, list) and len(item) > 1}
+            if claim.prompt_id in listed or await client.history(claim.prompt_id) is not None:
+                return False
+        except ComfyError as exc:
+            self.log.warning("could not take prompt %s out of the queue: %s", claim.prompt_id, exc)
+            return False
+        if claim.withdrawn.done() or claim.life.ended.done():
+            return claim.withdrawn.done()
+        claim.withdrawn.set_result(None)
+        self.log.info("prompt %s taken back out of ComfyUI's queue (it never started)", claim.prompt_id)
+        return True
+
+    async def _until_submitted(self, claim: Claim) -> None:
+        """Until the prompt's POST /prompt was answered or its run ended (a delete sent earlier is lost)."""
+        while claim.running and not claim.submitted.is_set() and not claim.life.ended.done():
+            try:
+                async with asyncio.timeout(0.05):
+                    await claim.submitted.wait()
+            except TimeoutError:
+                pass
+
+    def _withdraw_waiting(self, life: Lifetime) -> None:
+        """Drain or a graceful restart: the prompts waiting behind the running one go back to our queue."""
+        waiting = [claim for claim in life.claims if not claim.started]
+        if waiting:
+            task = asyncio.create_task(self._withdraw_all(waiting), name=f"withdraw {self.name}")
+            self._withdraw_tasks.add(task)
+            task.add_done_callback(self._withdraw_tasks.discard)
+
+    async def _withdraw_all(self, claims: list[Claim]) -> None:
+        for claim in claims:
+            await self.withdraw(claim)
+
+    def release(self, claim: Claim | None = None) -> None:
+        """The job is over: check memory and job count, then READY (or restart if one is due).
+
+        Without ``claim``: the oldest one (one job at a time, as before prefetch).
+        """
+        life = self.lifetime if claim is None else claim.life
+        if life is None:
+            return
+        if claim is None:
+            if not life.claims:
+                return
+            claim = life.claims[0]
+        if claim not in life.claims:
+            return  # released already
+        counted = claim.ran and claim.started and not claim.withdrawn.done()
+        life.claims.remove(claim)
+        if life is not self.lifetime or life.ended.done():
+            return  # its process is already gone; the new one was never claimed
+        life.update_job_clock()
+        if not life.claims:
+            life.idle_since = time.monotonic()
+        if counted:
+            life.jobs += 1
+            self.jobs_run += 1
+            life.checks_running += 1
+            self._after_job_task = asyncio.create_task(self._after_job(life), name=f"after job {self.name}")
+        elif not life.claims and not life.checks_running:
+            # acquired, then given back without a prompt that ran: nothing to check
+            self._back_in_service(life)
+        self.changed()
 
     async def _after_job(self, life: Lifetime) -> None:
-        if self.watchdog is not None:
-            await self.watchdog.after_job()
-        if not life.ended.done():
+        try:
+            if self.watchdog is not None:
+                await self.watchdog.after_job()
+        finally:
+            life.checks_running -= 1
+        if not life.ended.done() and not life.claims and not life.checks_running:
             self._back_in_service(life)
 
     def _back_in_service(self, life: Lifetime) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import inspect
 import logging
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from cak.errors import NotComfyUI, RunTimeout, ServerGone, ServerUnreachable
 from cak.events import ComfyEvent, RunResult
 from cak.install_state import load_state
 
-from .instance import Instance, InstanceSnapshot
+from .instance import Claim, Instance, InstanceSnapshot
+from .job_store import NOT_STARTED  # a prefetched prompt lost before it ran: its attempt is not counted
 from .settings import Settings
 from .states import SERVING_STATES, InstanceState
 
@@ -48,8 +50,11 @@ class Pool:
     """N supervised ComfyUI instances (see the module docstring)."""
 
     def __init__(self, config: Settings, *, extra_model_paths: Iterable[Path] = (),
-                 on_change: Callable[[InstanceSnapshot], None] | None = None) -> None:
+                 on_change: Callable[[InstanceSnapshot], None] | None = None, prefetch: int = 0) -> None:
+        """``prefetch``: jobs an instance may hold in its ComfyUI's queue behind the running one
+        (0: one job at a time)."""
         self.config = config
+        self.prefetch = prefetch
         self._on_change = on_change
         install = dataclasses.replace(load_state(), comfyui_path=str(config.comfyui_path))
         paths = list(extra_model_paths)
@@ -58,7 +63,7 @@ class Pool:
         self.instances: dict[str, Instance] = {
             spec.name: Instance(spec, config.health, config.output_root / spec.name, install,
                                 extra_model_paths=paths, keep_metadata=config.keep_metadata,
-                                on_change=self._instance_changed)
+                                on_change=self._instance_changed, prefetch=prefetch)
             for spec in config.instances
         }
         self._changed = asyncio.Event()
@@ -105,20 +110,23 @@ class Pool:
 
     # ------------------------------------------------------------------ jobs
 
-    async def acquire(self, timeout: float | None = None, *, name: str | None = None) -> Instance:
-        """A READY instance, now BUSY with the caller's job: the one with fewest jobs run, or ``name``.
+    async def acquire(self, timeout: float | None = None, *, name: str | None = None) -> Claim:
+        """A claim on a READY instance, now BUSY with the caller's job: the one with fewest jobs
+        run, or ``name``. With ``prefetch``, when none is READY, a BUSY one with room in its queue.
 
+        The claim has the instance's ``name`` and ``client``; pass it to ``run`` and ``release``.
         ``TimeoutError`` after ``timeout``; ``PoolUnavailable`` when no instance (or ``name``) can serve.
         """
         wanted = list(self.instances.values()) if name is None else [self._get(name)]
 
-        async def pick() -> Instance:
+        async def pick() -> Claim:
             while True:
                 ready = [i for i in wanted if i.state is InstanceState.READY]
                 if ready:
-                    instance = min(ready, key=lambda i: i.jobs_run)
-                    instance.claim()
-                    return instance
+                    return min(ready, key=lambda i: i.jobs_run).claim()
+                busy = [i for i in wanted if i.can_prefetch()]
+                if busy:
+                    return min(busy, key=lambda i: (len(i.lifetime.claims), i.jobs_run)).claim()
                 if self._could_serve(wanted) == 0:
                     raise PoolUnavailable("no instance can take jobs: " + self._describe())
                 await self._changed.wait()
@@ -126,57 +134,76 @@ class Pool:
         async with asyncio.timeout(timeout):
             return await pick()
 
-    async def run(self, instance: Instance, graph: dict, *, on_event: EventHandler | None = None,
+    async def run(self, claim: Claim, graph: dict, *, on_event: EventHandler | None = None,
                   timeout: float | None = None) -> RunResult:
         """Run ``graph`` on an acquired instance, streaming its events to ``on_event``.
 
         ``timeout`` replaces ``health.job_timeout_s`` for this job; passing it, like a silence of
-        ``step_timeout_s``, is a ``hang``: the instance is killed and ``InstanceLost`` raised.
+        ``step_timeout_s``, is a ``hang``: the instance is killed and ``InstanceLost`` raised. A
+        prompt that was still waiting in ComfyUI's queue when its instance went away, or that
+        ``withdraw`` took back out of it, raises ``InstanceLost("not_started")``.
         """
-        life = instance.job_lifetime()
+        instance, life = claim.instance, claim.life
         if life.ended.done():
-            raise InstanceLost(life.ended.result(), instance.name)
-        client = instance.client
+            raise InstanceLost(self._lost_reason(claim, life.ended.result()), instance.name)
+        if claim.withdrawn.done():
+            raise InstanceLost(NOT_STARTED, instance.name)
+        client = claim.client
         if client is None:
             raise InstanceLost("crash", instance.name)
 
         async def relay(event: ComfyEvent) -> None:
-            instance.heartbeat()
+            instance.heartbeat(claim, event.type)
             if on_event is not None:
                 result = on_event(event)
                 if inspect.isawaitable(result):
                     await result
 
-        instance.job_started(timeout if timeout is not None else self.config.health.job_timeout_s)
-        job = asyncio.create_task(client.run(graph, on_event=relay), name=f"job on {instance.name}")
+        instance.job_started(claim, timeout if timeout is not None else self.config.health.job_timeout_s)
+        job = asyncio.create_task(client.run(graph, on_event=relay, prompt_id=claim.prompt_id,
+                                             client_id=uuid.uuid4().hex, on_submitted=claim.submitted.set),
+                                  name=f"job on {instance.name}")
         try:
-            await asyncio.wait({job, life.ended}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({job, life.ended, claim.withdrawn}, return_when=asyncio.FIRST_COMPLETED)
             if not job.done():
                 job.cancel()
                 await asyncio.gather(job, return_exceptions=True)
-                raise InstanceLost(life.ended.result(), instance.name)
+                if claim.withdrawn.done() and not life.ended.done():
+                    raise InstanceLost(NOT_STARTED, instance.name)
+                raise InstanceLost(self._lost_reason(claim, life.ended.result()), instance.name)
             try:
                 return job.result()
             except (ServerGone, ServerUnreachable, RunTimeout, NotComfyUI) as exc:
-                raise InstanceLost(await self._cause(instance, exc), instance.name) from exc
+                reason = await self._cause(claim, exc)
+                raise InstanceLost(self._lost_reason(claim, reason), instance.name) from exc
         finally:
             if not job.done():
                 job.cancel()  # the caller was cancelled
-            instance.job_finished()
+            instance.job_finished(claim)
 
-    async def _cause(self, instance: Instance, exc: Exception) -> str:
+    @staticmethod
+    def _lost_reason(claim: Claim, reason: str) -> str:
+        """The instance's reason for a prompt that had started; ``not_started`` for one still queued."""
+        return reason if claim.started else NOT_STARTED
+
+    async def _cause(self, claim: Claim, exc: Exception) -> str:
         """Why the link broke: what the exit watch or the probes say, else the link counts as unresponsive."""
-        life = instance.job_lifetime()
+        life = claim.life
         try:
             async with asyncio.timeout(LOST_CAUSE_WAIT_S):
                 return await asyncio.shield(life.ended)
         except asyncio.TimeoutError:
-            instance.fault("unresponsive", f"the job's connection failed: {exc}")
+            claim.instance.fault("unresponsive", f"the job's connection failed: {exc}")
             return life.ended.result()
 
-    def release(self, instance: Instance) -> None:
-        """The caller is done with the instance: READY again, or the restart that was waiting."""
-        instance.release()
+    async def withdraw(self, claim: Claim) -> bool:
+        """Take a prompt that has not started out of its ComfyUI's queue (cancel, drain); True if it
+        never ran (its ``run`` raises ``InstanceLost("not_started")``), False if it had started."""
+        return await claim.instance.withdraw(claim)
+
+    def release(self, claim: Claim) -> None:
+        """The caller is done with the claim: READY again, or the restart that was waiting."""
+        claim.instance.release(claim)
 
     # ------------------------------------------------------------------ operator actions
 

@@ -64,7 +64,7 @@ class JobService:
     def __init__(self, settings: Settings, pool: Pool | None = None, guard: Guard | None = None) -> None:
         """``guard``: the loaded guard model (``guard_stage.load_guard``) when ``guard`` is configured."""
         self.settings = settings
-        self.pool = pool or Pool(settings)
+        self.pool = pool or Pool(settings, prefetch=settings.jobs.prefetch)
         self.store = JobStore(settings.jobs.db_path, settings.jobs.images_dir)
         self.events = JobEvents()
         self.metrics = ServiceMetrics(self.pool.snapshot)
@@ -174,9 +174,12 @@ class JobService:
         self.catalog.build(request)  # the workflow's own limits, before anything is queued
         if (await self.store.counts())[QUEUED] >= jobs.max_queue:
             raise ServiceUnavailable(f"the queue is full ({jobs.max_queue} jobs): try again later")
-        job, created = await self.store.submit(request.to_json(), idempotency_key)
+        job, created = await self.store.submit(request.to_json(), idempotency_key,
+                                               on_committed=self._queued)
+        return Submitted(job, created)
+
+    def _queued(self, job: Job, created: bool) -> None:
         if created:
             log.info("job queued", extra={"job_id": job.id})
             self.dispatcher.wake()
-        return Submitted(job, created)
 

@@ -176,6 +176,7 @@ class JobsSettings(_Section):
     max_queue: StrictInt = Field(ge=1, le=10_000_000)
     drain_timeout_s: StrictInt = Field(ge=0, le=86400)
     keep_images_days: StrictInt = Field(ge=0, le=36500)
+    prefetch: StrictInt = Field(ge=0, le=8)
 
 
 def _bounded(low: float, high: float) -> Any:

@@ -73,6 +73,7 @@ def test_a_lost_attempt_is_explained_only_by_a_fault_on_its_instance_during_it()
     assert not chaos.explained(_attempt("crash", start=30.0, end=40.0), [kill])
     assert not chaos.explained(_attempt("node_error"), [kill])
     assert chaos.explained(_attempt("supervisor_restart"), [])
+    assert chaos.explained(_attempt("not_started"), [])  # a prefetched prompt given back unrun
 
 
 def _outcome(kind: str, state: str, attempts: list[dict], **extra) -> "chaos.Outcome":

@@ -131,6 +131,9 @@ class FakeComfy:
                        exception_message="unsafe prompt (category: violence_gore)")
         elif self.script == "interrupt":
             await send("execution_interrupted", node_id="1", node_type="KSampler", executed=[])
+        elif self.script == "executed":  # as ComfyUI 0.3.x: outputs in the events; /history not asked
+            await send("executed", node="1", display_node="1", output={"images": [IMAGE]})
+            await send("execution_success", timestamp=2)
         else:
             self.history[pid] = {"outputs": {"1": {"images": [IMAGE]}},
                                  "status": {"status_str": "success", "completed": True, "messages": []}}
@@ -169,6 +172,14 @@ def test_run_collects_events_images_and_cached_nodes():
         assert [i.filename for i in result.images] == ["cute_00001_.png"]
         assert await client.download(result.images[0]) == b"PNG-BYTES"
     with_fake("success", body)
+
+
+def test_outputs_come_from_the_executed_events_without_a_history_round_trip():
+    async def body(server: FakeComfy, client: ComfyClient) -> None:
+        result = await client.run(GRAPH, timeout=10)  # this fake's /history never lists the prompt
+        assert [i.filename for i in result.images] == ["cute_00001_.png"]
+        assert result.outputs == {"1": {"images": [IMAGE]}} and not server.history
+    with_fake("executed", body)
 
 
 def test_dropped_socket_reconnects_and_reconciles_from_history():
