@@ -8,13 +8,22 @@ a sequence of word classes (or literal words) in one language, each item at most
     classes:
       harm_verb: {en: [hurt, stab, cut], zh: [伤, 割, 捅]}
       reflexive: {en: [itself, herself], zh: [自己]}
+      victim: {en: ["@creature", baby]}       # "@name" takes in another class's words
     rules:
-      - {name: hurts_itself, category: self_harm, lang: en, sequence: [harm_verb, reflexive], max_gap: 3}
+      - {name: hurts_itself, category: self_harm, lang: en, sequence: [harm_verb, reflexive], max_gap: 3,
+         unless: [pretend]}
 
-English class words match with their inflections (stab, stabs, stabbed, stabbing). Each rule is
-compiled once into one regular expression when the checker is built. A rule's expression only runs
-when every one of its items has a word in the text: one Aho-Corasick pass per language finds which
-class words occur (as plain substrings, which every match of them contains).
+``unless`` (classes or words) names innocent neighbours: a match whose text (or the few characters
+around it) contains one of them does not count ("打扮自己" is dressing up, not hitting oneself). A
+rule whose category is ``allow`` proves nothing: its matches are spans in which lexicon hits are
+ignored ("shoot" next to "篮球" or "hoops", toy weapons, costumes), so innocent contexts are data too.
+
+English class words match with their inflections (stab, stabs, stabbed, stabbing; a silent e drops:
+shove, shoving); irregular forms are listed. Chinese rules run on the text without separators and
+on its split-character recomposition. Each rule is compiled once into one regular expression when
+the checker is built. A rule's expression only runs when every one of its items has a word in the
+text: one Aho-Corasick pass per language finds which class words occur (as plain substrings, which
+every match of them contains).
 """
 
 from __future__ import annotations
@@ -26,18 +35,28 @@ from typing import Any
 import ahocorasick
 
 from .pack_data import PackDataError, require_string_list
-from .text_normalizer import NormalizedText, TextNormalizer
+from .text_normalizer import NormalizedText, TextNormalizer, View
 
-_EN_SUFFIX = r"(?:s|es|ed|d|ing|[bdgkmnprt](?:ed|ing)|er|ers|ies|ied|y)?"
+_EN_SUFFIX = r"(?:s|es|ed|d|ing|[bdgklmnprt](?:ed|ing)|er|ers|ies|ied|y)?"
 _FILE = "text_safety/context"
+_UNLESS_WINDOW = {"en": 30, "zh": 4}
+"""Characters either side of a match that ``unless`` words are also looked for in ("she bakes a cake
+and cuts it into pieces": the cake is outside the match)."""
+ALLOW = "allow"
+"""Category of rules whose matches protect lexicon hits instead of rejecting."""
+
+Hit = tuple[str, int, int, str]
+"""``(category, start, end, rule name)``, positions in the original text."""
 
 
 class ContextRules:
     """The compiled context rules of both languages."""
 
     def __init__(self, data: Mapping[str, Any], categories: Sequence[str], normalizer: TextNormalizer) -> None:
-        classes = dict(data.get("classes", {}))
-        self._rules: list[tuple[str, str, str, re.Pattern[str], tuple[frozenset[int], ...]]] = []
+        self._classes = {name: dict(entry) for name, entry in dict(data.get("classes", {})).items()}
+        self._normalizer = normalizer
+        self._rules: list[tuple[str, str, str, re.Pattern[str], tuple[frozenset[int], ...],
+                                re.Pattern[str] | None]] = []
         keys: dict[str, dict[str, int]] = {"en": {}, "zh": {}}
         """Per language: literal every match of a class word contains -> key id."""
         self._always: list[int] = []
@@ -47,7 +66,7 @@ class ContextRules:
         for index, rule in enumerate(data.get("rules", [])):
             where = f"{_FILE}: rules[{index}]"
             name, category, lang = rule.get("name"), rule.get("category"), rule.get("lang")
-            if category not in categories:
+            if category not in categories and category != ALLOW:
                 raise PackDataError(f"{where}: unknown category {category!r}")
             if lang not in ("en", "zh"):
                 raise PackDataError(f"{where}: lang must be en or zh")
@@ -57,27 +76,25 @@ class ContextRules:
             items: list[frozenset[int]] = []
             unfiltered = False
             for item in sequence:
-                words = classes[item].get(lang) if item in classes else [item]
-                if not words:
-                    raise PackDataError(f"{where}: class {item!r} has no {lang} words")
-                folded = sorted({normalizer.fold_term(w) for w in words}, key=len, reverse=True)
+                folded = self._folded(item, lang, where)
                 literals = ([max(w.split() or [""], key=len) for w in folded] if lang == "en"
                             else [w.replace(" ", "") for w in folded])
+                parts.append(self._regex(folded, lang))
                 if "" in literals:
                     unfiltered = True
                     continue
                 # Key ids are global (one counter for both languages), so one trigger map serves both.
                 items.append(frozenset(keys[lang].setdefault(x, sum(map(len, keys.values()))) for x in literals))
-                if lang == "en":
-                    parts.append("(?:" + "|".join(
-                        r"[^a-z]+".join(re.escape(x) for x in w.split()) for w in folded) + ")" + _EN_SUFFIX)
-                else:
-                    parts.append("(?:" + "|".join(re.escape(w.replace(" ", "")) for w in folded) + ")")
             if lang == "en":
                 joiner = rf"(?:[^a-z]+[a-z']+){{0,{gap}}}?[^a-z]+"
                 pattern = r"(?<![a-z])" + joiner.join(parts) + r"(?![a-z])"
             else:
                 pattern = f"[^。！？!?.]{{0,{gap}}}?".join(parts)
+            unless = None
+            if rule.get("unless"):
+                words = require_string_list(rule["unless"], _FILE, f"rules[{index}].unless", unique=False)
+                alternatives = "|".join(self._regex(self._folded(item, lang, where), lang) for item in words)
+                unless = re.compile(rf"(?<![a-z])(?:{alternatives})(?![a-z])" if lang == "en" else alternatives)
             if unfiltered or not items:
                 self._always.append(len(self._rules))
             else:
@@ -85,7 +102,7 @@ class ContextRules:
                 trigger = max(items, key=lambda item: min(len(lit) for lit, key in keys[lang].items() if key in item))
                 for key in trigger:
                     self._triggers.setdefault(key, []).append(len(self._rules))
-            self._rules.append((str(name), category, lang, re.compile(pattern), tuple(items)))
+            self._rules.append((str(name), category, lang, re.compile(pattern), tuple(items), unless))
         self._automata: dict[str, ahocorasick.Automaton] = {}
         for lang, literals in keys.items():
             if literals:
@@ -95,25 +112,75 @@ class ContextRules:
                 automaton.make_automaton()
                 self._automata[lang] = automaton
 
-    def hits(self, views: NormalizedText) -> list[tuple[str, int, int, str]]:
-        """``(category, start, end, rule name)`` in original positions for every rule that holds."""
-        found = []
+    def _words(self, item: str, lang: str, seen: frozenset[str] = frozenset()) -> list[str]:
+        """The words of a class (``@other`` classes expanded), or the literal item itself."""
+        if item.startswith("@") and item[1:] in self._classes:
+            item = item[1:]
+        if item not in self._classes:
+            return [item]
+        words: list[str] = []
+        for word in self._classes[item].get(lang) or []:
+            ref = str(word)
+            if ref.startswith("@") and ref[1:] not in seen:
+                words.extend(self._words(ref[1:], lang, seen | {item}))
+            else:
+                words.append(ref)
+        return words
+
+    def _folded(self, item: str, lang: str, where: str) -> list[str]:
+        """The folded words of one item, longest first (English ones also with a silent e dropped)."""
+        words = self._words(item, lang)
+        if not words:
+            raise PackDataError(f"{where}: class {item!r} has no {lang} words")
+        folded = {self._normalizer.fold_term(w) for w in words}
+        if lang == "en":
+            # A final silent e drops before -ing: shove -> shoving, bite -> biting, smoke -> smoking.
+            folded |= {w[:-1] + "ing" for w in folded if w.endswith("e") and len(w) > 3 and w[-2] not in "aeiou"}
+        return sorted(folded, key=len, reverse=True)
+
+    @staticmethod
+    def _regex(folded: list[str], lang: str) -> str:
+        if lang == "en":
+            return "(?:" + "|".join(
+                r"[^a-z]+".join(re.escape(x) for x in w.split()) for w in folded) + ")" + _EN_SUFFIX
+        return "(?:" + "|".join(re.escape(w.replace(" ", "")) for w in folded) + ")"
+
+    def hits(self, views: NormalizedText, recomposed: View | None = None) -> list[Hit]:
+        """A hit for every rejecting rule that holds (Chinese ones also on ``recomposed``)."""
+        return self._find(views, recomposed, allow=False)
+
+    def allowed_spans(self, views: NormalizedText) -> list[tuple[int, int]]:
+        """Original-text spans of the ``allow`` rules' matches: lexicon hits inside them are ignored."""
+        return [(start, end) for _, start, end, _ in self._find(views, None, allow=True)]
+
+    def _find(self, views: NormalizedText, recomposed: View | None, *, allow: bool) -> list[Hit]:
+        found: list[Hit] = []
         present: set[int] = set()
+        zh_views = [view for view in (views.joined, recomposed) if view is not None]
         for lang, automaton in self._automata.items():
-            view = views.base if lang == "en" else views.joined
-            if view is not None:
+            for view in [views.base] if lang == "en" else zh_views:
                 present.update(key for _, key in automaton.iter(view.text))
         candidates = set(self._always)
         triggers = self._triggers
         for key in present.intersection(triggers):
             candidates.update(triggers[key])
         for index in sorted(candidates):
-            name, category, lang, pattern, items = self._rules[index]
-            view = views.base if lang == "en" else views.joined
-            if view is None or any(present.isdisjoint(item) for item in items):
+            name, category, lang, pattern, items, unless = self._rules[index]
+            if (category == ALLOW) != allow or any(present.isdisjoint(item) for item in items):
                 continue
-            match = pattern.search(view.text)
-            if match:
-                start, end = match.span()
-                found.append((category, view.origin[start], view.origin[end - 1] + 1, name))
+            window = _UNLESS_WINDOW[lang]
+            for view in [views.base] if lang == "en" else zh_views:
+                text = view.text
+                matches = [m for m in pattern.finditer(text) if unless is None or not unless.search(
+                    text, max(0, m.start() - window), min(len(text), m.end() + window))]
+                for match in matches if allow else matches[:1]:
+                    start, end = match.span()
+                    found.append((category, view.origin[start], view.origin[end - 1] + 1, name))
+                if matches and not allow:
+                    break
         return found
+
+    def zh_characters(self) -> set[str]:
+        """Every Chinese character of the Chinese class words (split-character recomposition knows them)."""
+        return {ch for entry in self._classes.values() for word in entry.get("zh") or []
+                for ch in str(word) if "\u4e00" <= ch <= "\u9fff"}

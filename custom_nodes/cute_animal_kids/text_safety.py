@@ -171,9 +171,10 @@ class TextSafetyChecker:
         self._stemmer = Stemmer(
             (rule.term, index) for index, rule in enumerate(rules) if rule.language == "en"
         )
-        zh_chars = {ch for rule in rules if rule.language == "zh" for ch in rule.term}
-        self._split = SplitCharacters(zh_chars, extra_sections.get("split_characters", {}))
         self._context = ContextRules(extra_sections.get("context", {}), self.categories, self._normalizer)
+        zh_chars = {ch for rule in rules if rule.language == "zh" for ch in rule.term}
+        self._split = SplitCharacters(zh_chars | self._context.zh_characters(),
+                                      extra_sections.get("split_characters", {}))
         self._strict_data = extra_sections.get("strict_vocabulary", {})
         self._strict: StrictVocabulary | None = None
         # Each term is its own small pattern, tried in the order of one alternation of them all:
@@ -247,13 +248,22 @@ class TextSafetyChecker:
                 hits.extend(self._scan(view, rules, allowed, "en"))
             hits.extend(self._stem_hits(view, allowed))
         hits.extend(self._pinyin_hits(views.base))
+        recomposed = None
         if views.joined is not None:
             recomposed = self._split.recompose(views.joined)
             for view in (views.joined,) if recomposed is None else (views.joined, recomposed):
                 rules, allowed = self._candidates(view, "zh")
                 if rules:
                     hits.extend(self._scan(view, rules, allowed, "zh"))
-        context_hits = self._context.hits(views)
+        if hits and (allowed := self._context.allowed_spans(views)):
+            # Innocent contexts from the context data ("shoot" beside 篮球 or "hoops", toy weapons).
+            hits = [h for h in hits if not any(a <= h.start and h.end <= b for a, b in allowed)]
+        context_hits = self._context.hits(views, recomposed)
+        if context_hits:
+            # An allow-listed phrase protects context matches that start inside it ("killer whale",
+            # "bamboo shoots for the panda": no killing, no shooting).
+            protected = self._protected_spans(views)
+            context_hits = [h for h in context_hits if not any(a <= h[1] < b for a, b in protected)]
         if not hits and not context_hits:
             if strict:
                 return self._strict_check(views, shown)
@@ -362,6 +372,16 @@ class TextSafetyChecker:
                 continue
             hits.append(_Hit(best_rule, view.origin[start], view.origin[end - 1] + 1))
             position = end
+
+    def _protected_spans(self, views: Any) -> list[tuple[int, int]]:
+        """Allow-listed phrases of the base (English) and joined (Chinese) views, in original positions."""
+        spans = []
+        for view, language in ((views.base, "en"), (views.joined, "zh")):
+            if view is not None:
+                _, allow = self._candidates(view, language)
+                spans += [(view.origin[a], view.origin[b - 1] + 1)
+                          for a, b in self._allowed_spans(view.text, language, allow) if b > a]
+        return spans
 
     def _allowed_spans(self, text: str, language: str, allow: list[int]) -> list[tuple[int, int]]:
         """All (possibly overlapping) spans of the allow-listed phrases ``allow`` in one view."""
