@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from cak.install_state import InstallState
-from supervisor.instance import TRANSITIONS, Instance, InvalidTransition, Lifetime
+from supervisor.instance import TRANSITIONS, Claim, Instance, InvalidTransition, Lifetime
 from supervisor.states import InstanceState
 from supervisor.watchdog import FREE_REPEAT_AFTER_S, Watchdog, WatchdogReport
 
@@ -72,7 +72,7 @@ def test_the_instance_acts_on_reports_about_its_current_process_only(tmp_path):
         report.measured(512.0, None)
         report.idle_freed(30.0)
         assert instance.rss_mb == 512.0 and instance.idle_frees == 1
-        current.job_claimed = True
+        current.claims.append(Claim(instance, current))  # a job holds it
         instance.state = S.BUSY
         report.leak("RSS over the limit")               # graceful: after the running job
         assert not current.ended.done() and current.pending_reason == "leak" and instance.state is S.DRAINING
@@ -95,8 +95,7 @@ class RecordingComfy:
 def test_the_watchdog_frees_an_idle_instance_twice_at_most_per_idle_period_and_reports_it_once():
     async def scenario() -> tuple[int, list[float]]:
         now = [1000.0]
-        life = Lifetime()
-        life.idle_since = now[0]
+        life = SimpleNamespace(job_claimed=False, idle_since=now[0])  # the times the watchdog reads
         comfy, freed = RecordingComfy(), []
         report = WatchdogReport(fault=lambda *_: None, leak=lambda _: None, idle_freed=freed.append,
                                 measured=lambda *_: None)
