@@ -25,9 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cak.events import ComfyEvent  # noqa: E402
-from supervisor.settings import load_settings  # noqa: E402
 from supervisor.instance import InstanceSnapshot  # noqa: E402
 from supervisor.pool import InstanceLost, Pool  # noqa: E402
+from supervisor.settings import load_settings  # noqa: E402
 from tests.supervisor_fixtures import fault_graph, fault_nodes_config  # noqa: E402
 
 NAME = "bench"

@@ -28,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "custom_nodes"))
 
-from cute_animal_kids.text_safety import check_text  # after the path set-up
+from cute_animal_kids.text_safety import check_text  # noqa: E402 - after the path set-up
 
 EVAL_FILE = ROOT / "tests" / "data" / "text_gate_eval.yaml"
 PROMPTS = {

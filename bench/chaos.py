@@ -232,7 +232,7 @@ class Chaos:
                 return answer.status, dict(answer.headers), data
         except aiohttp.ClientConnectorError as exc:
             raise Unreachable(str(exc)) from exc
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise AnswerLost(str(exc)) from exc
 
     # ------------------------------------------------------------------ clients

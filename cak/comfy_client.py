@@ -73,7 +73,7 @@ class ComfyClient:
     def _ws_url(self, client_id: str) -> str:
         return f"{self._ws_base}?clientId={client_id}"
 
-    async def __aenter__(self) -> "ComfyClient":
+    async def __aenter__(self) -> ComfyClient:
         timeout = aiohttp.ClientTimeout(total=self.request_timeout, connect=self.connect_timeout)
         self._session = aiohttp.ClientSession(timeout=timeout)
         return self
@@ -125,7 +125,7 @@ class ComfyClient:
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             raise ServerGone(f"{self.base_url} dropped the connection during {method} {path} "
                              f"({_reason(exc)})") from exc
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise RunTimeout(f"{method} {url} got no answer within {self.request_timeout:g} s") from exc
         except aiohttp.ClientError as exc:
             raise ServerUnreachable(f"{method} {url} failed: {_reason(exc)}") from exc
@@ -228,7 +228,7 @@ class ComfyClient:
         try:
             return await connect(self._ws_url(client_id), open_timeout=self.connect_timeout, proxy=None,
                                  max_size=None, ping_interval=20, ping_timeout=60, close_timeout=2)
-        except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI) as exc:
+        except (TimeoutError, OSError, InvalidHandshake, InvalidURI) as exc:
             if not first:
                 raise _SocketLost(_reason(exc)) from exc
             if isinstance(exc, InvalidHandshake):
@@ -237,7 +237,7 @@ class ComfyClient:
             raise ServerUnreachable(f"cannot connect to {self.base_url} ({_reason(exc)}): is ComfyUI "
                                     "running there?") from exc
 
-    async def _follow(self, socket: ClientConnection, tracker: "_RunTracker") -> RunResult:
+    async def _follow(self, socket: ClientConnection, tracker: _RunTracker) -> RunResult:
         """Read events until the prompt ends; reconnect and reconcile when the socket is lost."""
         while True:
             try:
@@ -252,14 +252,14 @@ class ComfyClient:
                 await socket.close()
                 return await self._finish(tracker, outcome)
 
-    async def _read_until_done(self, socket: ClientConnection, tracker: "_RunTracker") -> dict | None:
+    async def _read_until_done(self, socket: ClientConnection, tracker: _RunTracker) -> dict | None:
         """Events until a terminal one; returns the history entry when the prompt succeeded."""
         while True:
             wait = tracker.next_wait()
             try:
                 async with asyncio.timeout(wait):
                     frame = await socket.recv()
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 entry = await self._reconcile(tracker, raise_gone=False)
                 if entry is not None:
                     return entry
@@ -289,7 +289,7 @@ class ComfyClient:
                 raise Interrupted(tracker.prompt_id, _str_or_none(event.data.get("node_id")),
                                   event.data.get("node_type"))
 
-    async def _history_after_success(self, tracker: "_RunTracker") -> dict:
+    async def _history_after_success(self, tracker: _RunTracker) -> dict:
         deadline = time.monotonic() + HISTORY_GRACE_S
         while True:
             entry = await self.history(tracker.prompt_id)
@@ -299,7 +299,7 @@ class ComfyClient:
                 raise ServerGone(f"prompt {tracker.prompt_id} succeeded but /history never listed it")
             await asyncio.sleep(0.1)
 
-    async def _reconnect(self, tracker: "_RunTracker") -> ClientConnection:
+    async def _reconnect(self, tracker: _RunTracker) -> ClientConnection:
         """Reconnect with backoff until ``reconnect_window`` has passed without any contact."""
         lost_at = time.monotonic()
         delay = 0.2
@@ -322,7 +322,7 @@ class ComfyClient:
                                           time.monotonic()))
             return socket
 
-    async def _reconcile(self, tracker: "_RunTracker", raise_gone: bool = True) -> dict | None:
+    async def _reconcile(self, tracker: _RunTracker, raise_gone: bool = True) -> dict | None:
         """Ask /history (then /queue) where the prompt stands; its history entry if it finished.
 
         Raises the prompt's error if it failed, and ``ServerGone`` when the server no longer knows
@@ -358,7 +358,7 @@ class ComfyClient:
             return await self._reconcile(tracker)
         return None
 
-    async def _finish(self, tracker: "_RunTracker", entry: dict) -> RunResult:
+    async def _finish(self, tracker: _RunTracker, entry: dict) -> RunResult:
         outputs = entry.get("outputs") or {}
         return RunResult(prompt_id=tracker.prompt_id, images=RunResult.images_from_outputs(outputs),
                          outputs=outputs, cached_nodes=list(dict.fromkeys(tracker.cached_nodes)),

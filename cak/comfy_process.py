@@ -196,7 +196,7 @@ class ComfyProcess:
                     async with session.get(f"{self.url}/system_stats") as response:
                         if response.status == 200:
                             return await response.json()
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     pass
                 if time.monotonic() > deadline:
                     raise ComfyStartError(f"ComfyUI did not answer on {self.url} within {timeout:.0f} s; "

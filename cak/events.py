@@ -25,7 +25,7 @@ class ImageRef:
     node_id: str = ""
 
     @classmethod
-    def from_output(cls, node_id: str, entry: dict[str, Any]) -> "ImageRef":
+    def from_output(cls, node_id: str, entry: dict[str, Any]) -> ImageRef:
         return cls(filename=entry["filename"], subfolder=entry.get("subfolder", ""),
                    type=entry.get("type", "output"), node_id=node_id)
 

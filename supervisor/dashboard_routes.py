@@ -8,8 +8,8 @@ script calls with ``Authorization: Bearer <token>``. docs/operations.md describe
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from aiohttp import web
 

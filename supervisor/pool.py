@@ -192,7 +192,7 @@ class Pool:
         try:
             async with asyncio.timeout(LOST_CAUSE_WAIT_S):
                 return await asyncio.shield(life.ended)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             claim.instance.fault("unresponsive", f"the job's connection failed: {exc}")
             return life.ended.result()
 

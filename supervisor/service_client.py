@@ -9,9 +9,9 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .command import supervisor_command
-
 import aiohttp
+
+from .command import supervisor_command
 
 
 class ServiceError(Exception):
@@ -31,7 +31,7 @@ class ServiceClient:
             total=None, connect=timeout, sock_read=None))
         self._timeout = timeout
 
-    async def __aenter__(self) -> "ServiceClient":
+    async def __aenter__(self) -> ServiceClient:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -31,7 +31,7 @@ class WorkflowCatalog:
         self.allow_graphs = allow_graphs
 
     @classmethod
-    def load(cls, directory: Path = WORKFLOWS_DIR, allow_graphs: bool = False) -> "WorkflowCatalog":
+    def load(cls, directory: Path = WORKFLOWS_DIR, allow_graphs: bool = False) -> WorkflowCatalog:
         """Every ``<name>.yaml`` manifest in ``directory`` (blocking: call it off the event loop)."""
         workflows = {}
         for manifest in sorted(directory.glob("*.yaml")):

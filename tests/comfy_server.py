@@ -28,7 +28,7 @@ class ComfyTestServer:
                                   extra_args=extra_args or [])
         self.process = ComfyProcess(self.launch, load_state())
 
-    def start(self, timeout: float = 240.0) -> "ComfyTestServer":
+    def start(self, timeout: float = 240.0) -> ComfyTestServer:
         self.process.start()
         asyncio.run(self.process.wait_ready(timeout))
         return self

@@ -24,8 +24,8 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from cak.cpu_models import DIFFUSION_MODEL, MODEL_FILES, TEXT_ENCODER, VAE
 
@@ -40,7 +40,7 @@ def _import_comfy(comfyui: Path) -> None:
     comfy.cli_args.args.cpu = True  # before comfy.model_management is imported
 
 
-def _fill(state: dict, seed: int, dtype: "torch.dtype") -> dict:  # noqa: F821 - torch imported lazily
+def _fill(state: dict, seed: int, dtype: torch.dtype) -> dict:  # noqa: F821 - torch imported lazily
     """Deterministic values for every tensor: norms 1, biases 0, matrices N(0, fan_in^-1/2)."""
     import torch
 

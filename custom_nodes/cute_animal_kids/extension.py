@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing_extensions import override
-
 from comfy_api.latest import ComfyExtension, io
+from typing_extensions import override
 
 from .memory_route import register_memory_route
 from .nodes_guard import KidsGuard, register_model_folder

@@ -7,7 +7,6 @@ resident, so a supervisor (or a test) can see whether a text encoder really left
 from __future__ import annotations
 
 from aiohttp import web
-
 from server import PromptServer
 
 from .model_memory import memory_report

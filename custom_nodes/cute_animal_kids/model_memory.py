@@ -12,10 +12,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-import psutil
-
 import comfy.model_base
 import comfy.model_management as mm
+import psutil
 
 
 def model_kind(patcher: Any) -> str:

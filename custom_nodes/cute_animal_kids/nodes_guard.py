@@ -11,10 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from typing_extensions import override
-
 import folder_paths
 from comfy_api.latest import io
+from typing_extensions import override
 
 from .guard_model import (
     CONTROVERSIAL_POLICIES,

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from typing_extensions import override
-
 from comfy_api.latest import io
+from typing_extensions import override
 
 from .image_classifier import shared_classifier
 from .pack_data import IMAGE_ACTIONS, ImageSafetyData, load_data_file, validate_model

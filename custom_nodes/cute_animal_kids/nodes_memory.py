@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from typing_extensions import override
-
 from comfy_api.latest import io
 from server import PromptServer
+from typing_extensions import override
 
 from .guard_model import unload_shared as unload_guards
 from .model_memory import unload_all, unload_patcher

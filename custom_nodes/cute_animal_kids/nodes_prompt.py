@@ -6,9 +6,8 @@ module only adapts it to ComfyUI's V3 node schema.
 
 from __future__ import annotations
 
-from typing_extensions import override
-
 from comfy_api.latest import io
+from typing_extensions import override
 
 from .prompt_composer import PromptInputError, get_composer
 

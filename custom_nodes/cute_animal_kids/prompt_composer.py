@@ -91,7 +91,7 @@ def get_composer(directory: str | Path | None = None) -> PromptComposer:
     return _get_composer_for(data_dir(directory).resolve())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _get_composer_for(folder: Path) -> PromptComposer:
     return PromptComposer(load_data_file(DATA_FILE, folder))
 

@@ -189,7 +189,7 @@ def test_hang_ups_leave_no_traceback_and_the_log_holds_no_token(service):
     assert TOKEN not in log
     assert "Traceback" not in log, service.log_tail(60)
     lines = [line for line in log.splitlines() if line.strip()]
-    assert all(line.startswith("{") for line in lines), [l for l in lines if not l.startswith("{")][:3]
+    assert all(line.startswith("{") for line in lines), [line for line in lines if not line.startswith("{")][:3]
     records = [json.loads(line) for line in lines]  # --log-json: nothing but JSON lines
     errors = [record for record in records if record.get("level") == "error"]
     assert not errors, errors

@@ -76,7 +76,7 @@ def test_a_lost_attempt_is_explained_only_by_a_fault_on_its_instance_during_it()
     assert chaos.explained(_attempt("not_started"), [])  # a prefetched prompt given back unrun
 
 
-def _outcome(kind: str, state: str, attempts: list[dict], **extra) -> "chaos.Outcome":
+def _outcome(kind: str, state: str, attempts: list[dict], **extra) -> chaos.Outcome:
     spec = chaos.Spec(0, kind, {})
     job = {"id": "j", "state": state, "attempts": attempts, "error": None,
            "images": ["/i/0"] if state == "succeeded" else [], "category": extra.pop("category", None)}

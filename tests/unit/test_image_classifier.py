@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import skimage.data
 import torch
-
 from cute_animal_kids.image_classifier import (
     ImageClassifier,
     ImageClassifierUnavailable,
@@ -16,6 +15,7 @@ from cute_animal_kids.image_classifier import (
     shared_classifier,
 )
 from cute_animal_kids.placeholder_image import placeholder_tensor
+
 from tests.cartoon_animals import ANIMALS, draw_animal, to_image_tensor
 
 # Far below the shipped default threshold (0.5): safe pictures must not be near the line.

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from cute_animal_kids import pack_data
 from cute_animal_kids.pack_data import (
     PackDataError,

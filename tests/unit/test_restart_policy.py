@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.settings import RestartSettings
 from supervisor.restart_policy import RestartPolicy
+from supervisor.settings import RestartSettings
 
 CONFIG = RestartSettings(backoff_initial_s=2, backoff_factor=2, backoff_max_s=10, max_restarts=4, window_s=100)
 

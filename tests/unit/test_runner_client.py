@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-import pytest
 import aiohttp
+import pytest
 from aiohttp import WSMsgType, web
 
 from cak.comfy_client import ComfyClient

@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from typing_extensions import override
-
 from comfy_api.latest import ComfyExtension, io
+from typing_extensions import override
 
 CATEGORY = "testing/faults"
 
