@@ -23,8 +23,8 @@ import sysconfig
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cak.cpu_models import MODEL_FILES  # noqa: E402 - the path above makes the package importable
@@ -239,7 +239,7 @@ class Installer:
             return
         kept = [line.strip() for line in requirements.read_text().splitlines()
                 if line.strip() and not line.startswith("#")
-                and re.split(r"[<>=~!\[ ;]", line.strip(), 1)[0].lower() not in SKIPPED_COMFY_REQUIREMENTS]
+                and re.split(r"[<>=~!\[ ;]", line.strip(), maxsplit=1)[0].lower() not in SKIPPED_COMFY_REQUIREMENTS]
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         pins = LOG_DIR / "torch-pins.txt"
         pins.write_text("\n".join(TORCH_PINS) + "\n")

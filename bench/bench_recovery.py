@@ -28,7 +28,7 @@ from cak.events import ComfyEvent  # noqa: E402
 from supervisor.instance import InstanceSnapshot  # noqa: E402
 from supervisor.pool import InstanceLost, Pool  # noqa: E402
 from supervisor.settings import load_settings  # noqa: E402
-from tests.supervisor_fixtures import fault_graph, fault_nodes_config  # noqa: E402
+from tests.support.supervisor_fixtures import fault_graph, fault_nodes_config  # noqa: E402
 
 NAME = "bench"
 

@@ -12,18 +12,19 @@ import hmac
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import yaml
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from .settings import NAME_PATTERN
 from .dashboard_routes import DASHBOARD_PATHS, add_dashboard_routes
 from .job_request import FieldError, valid_idempotency_key, valid_job_id
 from .job_store import STATES, TERMINAL_STATES, IdempotencyConflict, Job
 from .service import JobService, ServiceUnavailable
+from .settings import NAME_PATTERN
 
 log = logging.getLogger("supervisor.api")
 
@@ -265,7 +266,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
             try:
                 async with asyncio.timeout(keepalive):
                     event = await queue.get()
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue
             await _send_event(response, event["type"], event)

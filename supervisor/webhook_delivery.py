@@ -31,12 +31,24 @@ from aiohttp.resolver import DefaultResolver
 from standardwebhooks import Webhook
 
 from .job_store import (
-    WEBHOOK_DELIVERED, WEBHOOK_FAILED, WEBHOOK_GONE, WEBHOOK_PENDING, JobStore, WebhookDelivery,
+    WEBHOOK_DELIVERED,
+    WEBHOOK_FAILED,
+    WEBHOOK_GONE,
+    WEBHOOK_PENDING,
+    JobStore,
+    WebhookDelivery,
 )
 from .metrics import ServiceMetrics
 from .settings import WebhooksSettings
 from .webhook_policy import (
-    DELIVERED, FAILED, GONE, RETRY, UrlRefused, backoff_s, delivery_addresses_allowed, outcome_of,
+    DELIVERED,
+    FAILED,
+    GONE,
+    RETRY,
+    UrlRefused,
+    backoff_s,
+    delivery_addresses_allowed,
+    outcome_of,
 )
 
 log = logging.getLogger("supervisor.webhooks")

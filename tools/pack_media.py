@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 from playwright.async_api import Error as PlaywrightError
 
 from cak.install_state import PACK_DIR
-from tests.browser import chromium, new_tab
+from tests.support.browser import chromium, new_tab
 
 EXAMPLES_DIR = PACK_DIR / "example_workflows"
 SCREENSHOT = PACK_DIR / "docs" / "graph.png"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cak.install_state import REPO_ROOT
-from tests.supervisor_fixtures import comfy_processes_under
+from tests.support.supervisor_fixtures import comfy_processes_under
 
 pytestmark = pytest.mark.slow
 

@@ -31,7 +31,8 @@ from PIL import Image
 
 from cak.comfy_process import free_port
 from cak.cpu_models import DIFFUSION_MODEL, TEXT_ENCODER, VAE
-from tests.job_service import SupervisorProcess
+from tests.support.job_service import SupervisorProcess
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(900)
 EXAMPLES = Path(__file__).resolve().parents[2] / "var" / "comfyui" / "script_examples"
@@ -265,13 +266,11 @@ def test_passed_through_routes(pool: SupervisorProcess) -> None:
 
 
 def _wait_state(pool: SupervisorProcess, job_id: str, states: set[str], timeout: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def reached() -> dict[str, Any] | None:
         job = pool.get(f"/v1/jobs/{job_id}")
-        if job["state"] in states:
-            return job
-        time.sleep(0.3)
-    pytest.fail(f"job {job_id} never reached {states}")
+        return job if job["state"] in states else None
+
+    return wait_until(reached, f"job {job_id} never reached {states}", timeout)
 
 
 def test_interrupt_queue_delete_and_history_delete(pool: SupervisorProcess) -> None:
@@ -317,14 +316,9 @@ def test_example_client_survives_an_instance_killed_mid_prompt(pool: SupervisorP
     script, received = prepare_example(pool, "websockets_api_example.py", graph, tmp_path)
     client = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 300
-        job = None
-        while time.monotonic() < deadline and job is None:
-            running = [j for j in pool.get("/v1/jobs?state=running")["jobs"]
-                       if j["request"].get("source") == "comfy_api" and j["progress"]]
-            job = running[0] if running else None
-            time.sleep(0.2)
-        assert job is not None, "the example's prompt never ran"
+        job = wait_until(lambda: [j for j in pool.get("/v1/jobs?state=running")["jobs"]
+                                  if j["request"].get("source") == "comfy_api" and j["progress"]],
+                         "the example's prompt never ran", interval=0.2)[0]
         pid = pool.get("/v1/instances")["instances"][0]["pid"]
         os.kill(pid, signal.SIGKILL)
         _, stderr = client.communicate(timeout=600)

@@ -22,8 +22,8 @@ import yaml
 
 from cak.comfy_process import free_port
 from cak.install_state import WORKFLOWS_DIR
-from tests.browser import chromium, new_tab, requires_chromium
-from tests.job_service import SupervisorProcess
+from tests.support.browser import chromium, new_tab, requires_chromium
+from tests.support.job_service import SupervisorProcess
 
 pytestmark = [pytest.mark.browser, requires_chromium(), pytest.mark.timeout(900)]
 

@@ -19,8 +19,8 @@ import pytest
 
 from cak.comfy_process import free_port
 from cak.demo import DEMO_PROMPT
-from tests.browser import Tab, chromium, new_tab, requires_chromium
-from tests.job_service import SupervisorProcess
+from tests.support.browser import Tab, chromium, new_tab, requires_chromium
+from tests.support.job_service import SupervisorProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, requires_chromium()]
 

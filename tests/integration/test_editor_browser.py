@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from cak.install_state import WORKFLOWS_DIR
-from tests.browser import chromium, new_tab, requires_chromium
+from tests.support.browser import chromium, new_tab, requires_chromium
 
 pytestmark = [pytest.mark.browser, requires_chromium()]
 

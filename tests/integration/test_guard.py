@@ -24,7 +24,7 @@ from cute_animal_kids.guard_model import (
 
 from cak.demo import DEMO_PROMPT, cpu_graph
 from cak.install_state import MODELS_DIR
-from tests.comfy_server import PromptFailed
+from tests.support.comfy_server import PromptFailed
 
 TINY = MODELS_DIR / "guard" / "cak_tiny_qwen3guard"
 

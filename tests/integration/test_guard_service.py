@@ -17,7 +17,7 @@ import yaml
 from cute_animal_kids.pack_data import DATA_DIR, DATA_DIR_ENV
 
 from cak.install_state import MODELS_DIR, REPO_ROOT
-from tests.job_service import PACK_PARENT, SupervisorProcess
+from tests.support.job_service import PACK_PARENT, SupervisorProcess
 
 TINY = MODELS_DIR / "guard" / "cak_tiny_qwen3guard"
 # This checkout's pack, whatever the environment's .pth file points at (a shared venv may name another).

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.job_service import SupervisorProcess
+from tests.support.job_service import SupervisorProcess
 
 TOKEN = "hostile-token-Zq8vN3kL"
 AUTH = f"Authorization: Bearer {TOKEN}\r\n".encode()

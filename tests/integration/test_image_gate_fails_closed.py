@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from cak.demo import cpu_graph
-from tests.comfy_server import ComfyTestServer, PromptFailed
-from tests.supervisor_fixtures import fault_nodes_config
+from tests.support.comfy_server import ComfyTestServer, PromptFailed
+from tests.support.supervisor_fixtures import fault_nodes_config
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ from PIL import Image
 
 from cak.demo import DEMO_PROMPT, DEMO_STYLE
 from cak.install_state import REPO_ROOT
-from tests.job_service import SLOW_JOB, SupervisorProcess
+from tests.support.job_service import SLOW_JOB, SupervisorProcess
+from tests.support.waiting import wait_until
 
 TOKEN = "test-token-0123456789"
 
@@ -242,13 +243,12 @@ def test_drain_and_restart_an_instance(service):
     service.wait_ready(1)
     status, data = service.call("POST", "/v1/instances/comfy-2/restart")
     assert status == 202 and data == {"instance": "comfy-2", "action": "restart", "accepted": True}
-    deadline = time.monotonic() + 300  # only ends a hang; nothing is timed
-    while time.monotonic() < deadline:
+
+    def comfy2_back() -> dict | None:
         comfy2 = next(i for i in service.get("/v1/instances")["instances"] if i["name"] == "comfy-2")
-        if comfy2["restarts"].get("request") == 1 and comfy2["state"] == "ready":
-            break
-        time.sleep(0.5)
-    assert comfy2["restarts"].get("request") == 1 and comfy2["state"] == "ready", comfy2
+        return comfy2 if comfy2["restarts"].get("request") == 1 and comfy2["state"] == "ready" else None
+
+    wait_until(comfy2_back, "comfy-2 did not come back from its requested restart", interval=0.5)
     job = service.submit(prompt="a happy hedgehog", width=64, height=64, steps=1)
     assert service.wait_job(job["id"])["state"] == "succeeded"
 
@@ -262,13 +262,11 @@ def cli(service: SupervisorProcess, *args: str, url: str | None = None, **popen:
 
 
 def running_job_of(service: SupervisorProcess, prompt: str) -> dict:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        for job in service.get("/v1/jobs?state=running")["jobs"]:
-            if job["request"]["prompt"] == prompt:
-                return service.wait_progress(job["id"])
-        time.sleep(0.3)
-    raise AssertionError(f"no running job for {prompt!r}")
+    def running() -> dict | None:
+        return next((job for job in service.get("/v1/jobs?state=running")["jobs"]
+                     if job["request"]["prompt"] == prompt), None)
+
+    return service.wait_progress(wait_until(running, f"no running job for {prompt!r}")["id"])
 
 
 def slow_cli_args(prompt: str) -> list[str]:

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.job_service import SLOW_JOB, SupervisorProcess
+from tests.support.job_service import SLOW_JOB, SupervisorProcess
+from tests.support.waiting import wait_until
 
 QUICK_JOB = {"width": 64, "height": 64, "steps": 2}
 
@@ -47,14 +48,13 @@ def instances(service: SupervisorProcess) -> dict[str, dict[str, Any]]:
 
 def claimed_on(service: SupervisorProcess, job_id: str, timeout: float = 120) -> dict[str, Any]:
     """The job once an instance has claimed it (its open attempt names the instance)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def claimed() -> dict[str, Any] | None:
         job = service.get(f"/v1/jobs/{job_id}")
-        if job["state"] == "running" and job["attempts"] and job["attempts"][-1]["ended_at"] is None:
-            return job
         assert job["state"] in ("queued", "running"), job
-        time.sleep(0.1)
-    raise TimeoutError(f"job {job_id} never claimed:\n{service.log_tail()}")
+        open_attempt = job["attempts"] and job["attempts"][-1]["ended_at"] is None
+        return job if job["state"] == "running" and open_attempt else None
+
+    return wait_until(claimed, lambda: f"job {job_id} never claimed:\n{service.log_tail()}", timeout, interval=0.1)
 
 
 def both_busy_with_slow_jobs(service: SupervisorProcess, label: str) -> dict[str, str]:

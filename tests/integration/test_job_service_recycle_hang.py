@@ -11,11 +11,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from tests.job_service import SupervisorProcess
+from tests.support.job_service import SupervisorProcess
+from tests.support.waiting import wait_until
 
 JOB_TIMEOUT_S = 12
 # ~20 s on an idle 2-core machine (100 steps at 1024²), progress every step: only the deadline stops it.
@@ -53,14 +52,12 @@ def instances(service: SupervisorProcess) -> dict[str, dict]:
 
 def wait_instance(service: SupervisorProcess, name: str, reason: str, count: int, timeout: float = 300):
     """``name`` once it has restarted ``count`` times for ``reason`` and serves again."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def restarted() -> dict | None:
         instance = instances(service)[name]
-        if instance["restarts"].get(reason, 0) >= count and instance["state"] == "ready":
-            return instance
-        time.sleep(0.5)
-    raise AssertionError(f"{name}: no restart #{count} for {reason}: {instances(service)[name]}\n"
-                         f"{service.log_tail()}")
+        return instance if instance["restarts"].get(reason, 0) >= count and instance["state"] == "ready" else None
+
+    return wait_until(restarted, lambda: f"{name}: no restart #{count} for {reason}: {instances(service)[name]}\n"
+                      f"{service.log_tail()}", timeout, interval=0.5)
 
 
 def test_an_instance_recycles_after_max_jobs_and_serves_again(recycling):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psutil
 import pytest
 
-from tests.job_service import SLOW_JOB, SupervisorProcess
+from tests.support.job_service import SLOW_JOB, SupervisorProcess
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.job_service import SLOW_JOB, SupervisorProcess
+from tests.support.job_service import SLOW_JOB, SupervisorProcess
 
 DRAIN_TIMEOUT_S = 600
 

@@ -18,8 +18,8 @@ import pytest
 
 from cak.demo import DEMO_PROMPT
 from cak.install_state import PACK_DIR, REPO_ROOT, load_state
-from tests.comfy_server import ComfyTestServer, PromptFailed
-from tests.pack_checks import declared_node_ids, pack_nodes, schema_problems
+from tests.support.comfy_server import ComfyTestServer, PromptFailed
+from tests.support.pack_checks import declared_node_ids, pack_nodes, schema_problems
 
 pytestmark = pytest.mark.slow  # it starts a second ComfyUI
 

@@ -12,8 +12,8 @@ from cute_animal_kids.placeholder_image import placeholder_pil
 from PIL import Image
 
 from cak.demo import cpu_graph
-from tests.cartoon_animals import draw_animal
-from tests.comfy_server import PromptFailed
+from tests.support.cartoon_animals import draw_animal
+from tests.support.comfy_server import PromptFailed
 
 MEMORY_ROUTE = "/cute_animal_kids/memory"
 GATE, REPORT = "50", "51"

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from cak.demo import DEMO_PROMPT, cpu_graph
-from tests.comfy_server import PromptFailed
+from tests.support.comfy_server import PromptFailed
 
 
 def _gated_graph(description: str, prefix: str, seed: int) -> dict:

@@ -4,7 +4,7 @@ serves them to the node search and the node library)."""
 
 from __future__ import annotations
 
-from tests.pack_checks import declared_node_ids, pack_nodes, schema_problems
+from tests.support.pack_checks import declared_node_ids, pack_nodes, schema_problems
 
 
 def test_every_pack_node_is_loaded_and_documented(comfy):

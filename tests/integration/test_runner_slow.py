@@ -11,7 +11,7 @@ import pytest
 
 from cak.errors import EXIT_SERVER
 from cak.install_state import REPO_ROOT, VAR_DIR
-from tests.comfy_server import ComfyTestServer
+from tests.support.comfy_server import ComfyTestServer
 
 
 @pytest.mark.slow

@@ -20,14 +20,14 @@ from cak.install_state import REPO_ROOT
 from supervisor.metrics import ServiceMetrics
 from supervisor.pool import InstanceLost
 from supervisor.states import InstanceState
-from tests.supervisor_fixtures import (
+from tests.support.promql import alert_rules, evaluate, scrape_samples
+from tests.support.supervisor_fixtures import (
     PoolHarness,
     comfy_processes_under,
     fault_graph,
     fault_nodes_config,
     pool_config,
 )
-from tests.support.promql import alert_rules, evaluate, scrape_samples
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from cak.install_state import PACK_DIR
-from tests.browser import chromium, new_tab, requires_chromium
+from tests.support.browser import chromium, new_tab, requires_chromium
 
 pytestmark = [pytest.mark.browser, requires_chromium()]
 

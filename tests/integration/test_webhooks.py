@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +22,8 @@ from standardwebhooks import Webhook
 
 from cak.comfy_process import free_port
 from cak.install_state import REPO_ROOT
-from tests.job_service import SupervisorProcess
+from tests.support.job_service import SupervisorProcess
+from tests.support.waiting import wait_until
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 MAX_ATTEMPTS = 12
@@ -92,22 +92,11 @@ def setup(tmp_path_factory):
         receiver.stop()
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 300) -> Any:
-    """Poll until ``predicate`` gives something truthy (the limit only stops a hang)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(what)
-
-
 def webhook_final(supervisor: SupervisorProcess, job_id: str) -> dict[str, Any]:
     def final() -> dict[str, Any] | None:
         job = supervisor.get(f"/v1/jobs/{job_id}")
         return job if job["webhook"]["state"] in ("delivered", "failed", "gone") else None
-    return wait_for(final, f"webhook of {job_id} not final:\n{supervisor.log_tail()}")
+    return wait_until(final, f"webhook of {job_id} not final:\n{supervisor.log_tail()}")
 
 
 def verified(hit: Hit) -> dict[str, Any]:
@@ -199,7 +188,7 @@ def test_cli_submit_with_webhook_delivers_it(setup):
          "--out", str(supervisor.base_dir / "cli-out")],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert submit.returncode == 0, submit.stderr
-    (hit,) = wait_for(lambda: receiver.on("/hooks/cli"), "no webhook from the CLI's job")
+    (hit,) = wait_until(lambda: receiver.on("/hooks/cli"), "no webhook from the CLI's job")
     assert verified(hit)["type"] == "job.succeeded"
 
 
@@ -211,7 +200,7 @@ def test_receiver_down_and_supervisor_sigkilled_the_webhook_arrives_after_restar
     def tried() -> dict[str, Any] | None:
         current = supervisor.get(f"/v1/jobs/{job['id']}")
         return current if current["webhook"]["attempts"] >= 1 else None
-    before = wait_for(tried, "no delivery try")
+    before = wait_until(tried, "no delivery try")
     assert before["state"] == "succeeded" and before["webhook"]["state"] == "pending"
     assert before["webhook"]["last_status"] is None and before["webhook"]["last_error"]
     supervisor.record_pids()

@@ -1,20 +1,14 @@
-"""The chaos bench's plan and reconciliation rules, on made-up records (no process is started)."""
+"""The chaos soak's plan and reconciliation rules (tests/support/chaos_rules.py), on made-up records."""
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
 from collections import Counter
 
 import yaml
 
 from cak.install_state import REPO_ROOT
-
-_spec = importlib.util.spec_from_file_location("chaos_bench", REPO_ROOT / "bench" / "chaos.py")
-chaos = importlib.util.module_from_spec(_spec)
-sys.modules["chaos_bench"] = chaos  # dataclasses look their module up by name
-_spec.loader.exec_module(chaos)
+from tests.support import chaos_rules as chaos
 
 SETTINGS = yaml.safe_load((REPO_ROOT / "bench" / "chaos.yaml").read_text())
 

@@ -16,7 +16,7 @@ from cute_animal_kids.image_classifier import (
 )
 from cute_animal_kids.placeholder_image import placeholder_tensor
 
-from tests.cartoon_animals import ANIMALS, draw_animal, to_image_tensor
+from tests.support.cartoon_animals import ANIMALS, draw_animal, to_image_tensor
 
 # Far below the shipped default threshold (0.5): safe pictures must not be near the line.
 CLEARLY_SAFE = 0.1

@@ -10,8 +10,16 @@ from pathlib import Path
 import pytest
 
 from supervisor.job_store import (
-    CANCELLED, FAILED, QUEUED, REJECTED, RUNNING, SUCCEEDED, SUPERVISOR_RESTART, SUPERVISOR_SHUTDOWN,
-    IdempotencyConflict, JobStore,
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    REJECTED,
+    RUNNING,
+    SUCCEEDED,
+    SUPERVISOR_RESTART,
+    SUPERVISOR_SHUTDOWN,
+    IdempotencyConflict,
+    JobStore,
 )
 
 REQUEST = {"prompt": "a little bear in a hat", "workflow": "cute_animal_cpu"}

@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from supervisor.job_store import (
-    MIGRATIONS, REJECTED, WEBHOOK_DELIVERED, WEBHOOK_PENDING, WEBHOOK_WAITING, JobStore,
+    MIGRATIONS,
+    REJECTED,
+    WEBHOOK_DELIVERED,
+    WEBHOOK_PENDING,
+    WEBHOOK_WAITING,
+    JobStore,
 )
 
 URL = "https://api.example.com/hooks/a"

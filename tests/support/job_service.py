@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,6 +17,7 @@ import yaml
 from cak.comfy_process import free_port
 from cak.install_state import REPO_ROOT
 from supervisor.states import SERVING_STATES, TERMINAL_STATES, JobState
+from tests.support.waiting import wait_until
 
 PACK_PARENT = REPO_ROOT / "custom_nodes"
 FINAL_STATES = TERMINAL_STATES
@@ -59,7 +59,7 @@ class SupervisorProcess:
 
     # ------------------------------------------------------------------ process
 
-    def start(self, ready: int = 1, timeout: float = 300.0) -> "SupervisorProcess":
+    def start(self, ready: int = 1, timeout: float = 300.0) -> SupervisorProcess:
         env = {k: v for k, v in os.environ.items()
                if k not in ("CAK_SUPERVISOR_TOKEN", "CAK_SUPERVISOR_URL", "CAK_WEBHOOK_SECRET")}
         # This checkout's pack first: a venv shared between checkouts has one .pth naming only one.
@@ -74,18 +74,17 @@ class SupervisorProcess:
         return self
 
     def wait_ready(self, count: int, timeout: float = 300.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def serving() -> bool:
             self._check_alive()
             try:
                 instances = self.get("/v1/instances")["instances"]
-                self.comfy_pids |= {i["pid"] for i in instances if i["pid"]}
-                if sum(i["state"] in SERVING_STATES for i in instances) >= count:
-                    return
             except (urllib.error.URLError, ConnectionError):
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"supervisor not ready with {count} instance(s) in {timeout} s:\n{self.log_tail()}")
+                return False  # the API is not up yet
+            self.comfy_pids |= {i["pid"] for i in instances if i["pid"]}
+            return sum(i["state"] in SERVING_STATES for i in instances) >= count
+
+        wait_until(serving, lambda: f"supervisor not ready with {count} instance(s) in {timeout} s:\n"
+                   f"{self.log_tail()}", timeout, interval=0.5)
 
     def _check_alive(self) -> None:
         if self.popen is not None and self.popen.poll() is not None:
@@ -164,22 +163,21 @@ class SupervisorProcess:
 
     def wait_job(self, job_id: str, states: set[str] = FINAL_STATES, timeout: float = 600.0) -> dict[str, Any]:
         """The job once it is in one of ``states`` (no time assertion: the limit only stops a hang)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def reached() -> dict[str, Any] | None:
             self._check_alive()
             job = self.get(f"/v1/jobs/{job_id}")
-            if job["state"] in states:
-                return job
-            time.sleep(0.3)
-        raise TimeoutError(f"job {job_id} not in {states} after {timeout} s:\n{self.log_tail()}")
+            return job if job["state"] in states else None
+
+        return wait_until(reached, lambda: f"job {job_id} not in {states} after {timeout} s:\n{self.log_tail()}",
+                          timeout)
 
     def wait_progress(self, job_id: str, timeout: float = 600.0) -> dict[str, Any]:
         """The job once it is running and its sampler has reported a step."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def stepped() -> dict[str, Any] | None:
             job = self.get(f"/v1/jobs/{job_id}")
-            if job["state"] == JobState.RUNNING and job["progress"] and job["progress"]["value"] > 0:
-                return job
             assert job["state"] in (JobState.QUEUED, JobState.RUNNING), job
-            time.sleep(0.2)
-        raise TimeoutError(f"job {job_id} made no progress in {timeout} s:\n{self.log_tail()}")
+            running = job["state"] == JobState.RUNNING and job["progress"] and job["progress"]["value"] > 0
+            return job if running else None
+
+        return wait_until(stepped, lambda: f"job {job_id} made no progress in {timeout} s:\n{self.log_tail()}",
+                          timeout, interval=0.2)

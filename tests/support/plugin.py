@@ -1,4 +1,5 @@
-"""Session fixtures: one real ComfyUI (embedded, or $COMFYUI_PATH via install.py) shared by tests.
+"""The test suite's pytest plugin (``-p tests.support.plugin`` in pyproject.toml): session fixtures,
+one real ComfyUI (embedded, or $COMFYUI_PATH via install.py) shared by tests, and the markers.
 
 The ``comfyui`` marker (``pytest -m "not comfyui"`` runs the pure unit tests on a machine without
 install.py's set-up) is put here by need, not by hand: every test under ``tests/integration/``
@@ -14,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from cak.install_state import InstallState, load_state
-from tests.comfy_server import ComfyTestServer
+from tests.support.comfy_server import ComfyTestServer
 
-ARTIFACTS_DIR = Path(os.environ.get("CAK_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "var" / "test-artifacts"))
-INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+ARTIFACTS_DIR = Path(os.environ.get("CAK_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "var" / "test-artifacts"))
+INTEGRATION_DIR = Path(__file__).resolve().parent.parent / "integration"
 NEEDS_COMFYUI = {"comfy", "installed_comfyui"}  # fixtures whose users need the set-up
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from pathlib import Path
@@ -22,9 +21,10 @@ from cak.demo import cpu_graph
 from supervisor.instance import InstanceSnapshot
 from supervisor.pool import Pool
 from supervisor.settings import Settings, load_settings
+from tests.support.waiting import wait_until
 
 T = TypeVar("T")
-FAULT_NODES_DIR = Path(__file__).resolve().parent / "fault_nodes"
+FAULT_NODES_DIR = Path(__file__).resolve().parent.parent / "fault_nodes"
 
 
 def fault_nodes_config(folder: Path) -> Path:
@@ -89,14 +89,12 @@ class PoolHarness:
     def wait_until(self, name: str, predicate: Callable[[InstanceSnapshot], bool], timeout: float = 300,
                    what: str = "") -> InstanceSnapshot:
         """Poll the snapshot of ``name`` until ``predicate`` holds (the timeout only avoids hanging)."""
-        deadline = time.monotonic() + timeout
-        while True:
+        def holds() -> InstanceSnapshot | None:
             snap = self.snapshot(name)
-            if predicate(snap):
-                return snap
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name}: {what or 'condition'} not reached; last snapshot {snap}")
-            time.sleep(0.2)
+            return snap if predicate(snap) else None
+
+        return wait_until(holds, lambda: f"{name}: {what or 'condition'} not reached; last snapshot "
+                          f"{self.snapshot(name)}", timeout, interval=0.2)
 
     def close(self) -> None:
         try:

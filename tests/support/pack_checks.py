@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-PACK_DIR = Path(__file__).resolve().parent.parent / "custom_nodes" / "cute_animal_kids"
+PACK_DIR = Path(__file__).resolve().parents[2] / "custom_nodes" / "cute_animal_kids"
 PACK_MODULE = "custom_nodes.cute_animal_kids"
 NODE_PREFIX = "CAK_"
 CATEGORIES = {"Cute Animal Kids/Prompt", "Cute Animal Kids/Safety", "Cute Animal Kids/Memory"}
