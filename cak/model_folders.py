@@ -1,6 +1,6 @@
 """Which ComfyUI model folder each loader input's file goes in, for advice about missing models.
 
-Used by the runner's offline check (``runner.validation``) and by the supervisor when ComfyUI
+Used by the runner's offline check (``cak.validation``) and by the supervisor when ComfyUI
 refuses a job for missing files (``supervisor.dispatcher.missing_model_files``).
 """
 

@@ -36,12 +36,12 @@ from cak.errors import (
 )
 from cak.events import RunResult
 from cak.install_state import REPO_ROOT, VAR_DIR, NotInstalledError, load_state
+from cak.object_info import ObjectInfo
 from cak.progress import ProgressDisplay, ProgressReporter
+from cak.validation import validate_graph
 from cak.workflow import Workflow, parse_assignments
 
-from .object_info import ObjectInfo
 from .ui_convert import ui_to_api
-from .validation import validate_graph
 
 SERVER_ENV = "CAK_COMFYUI_URL"
 FALLBACK_SERVER = "http://127.0.0.1:8188"

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cak.errors import UsageError
-
-from .object_info import NodeSpec, ObjectInfo
+from cak.object_info import NodeSpec, ObjectInfo
 
 MODE_ALWAYS = 0
 MODE_MUTED = 2

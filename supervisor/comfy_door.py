@@ -29,7 +29,7 @@ from cute_animal_kids.text_safety import check_text
 
 from cak.errors import UnsafeContent
 from cak.events import RunResult
-from runner.object_info import ObjectInfo
+from cak.object_info import ObjectInfo
 
 from .comfy_door_editor import EditorProxy, PassPolicy
 from .comfy_door_graph import (

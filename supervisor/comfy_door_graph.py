@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from runner.object_info import ObjectInfo
-from runner.validation import _check_node  # one validator for the runner and the door
+from cak.object_info import ObjectInfo
+from cak.validation import check_node  # one validator for the runner and the door
 
 # extra_data keys ComfyUI never shows in /queue or /history (execution.SENSITIVE_EXTRA_DATA_KEYS).
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
@@ -82,7 +82,7 @@ def check_prompt(prompt: Any, object_info: ObjectInfo, rules: NodeRules) -> list
                 "nodes that read or write arbitrary files or run code are refused (comfy_api.deny_nodes)",
                 class_type=node["class_type"]))
         spec = object_info.get(node["class_type"])
-        for line in _check_node(str(node_id), node.get("inputs") or {}, spec, prompt, object_info,  # type: ignore[arg-type]
+        for line in check_node(str(node_id), node.get("inputs") or {}, spec, prompt, object_info,  # type: ignore[arg-type]
                                 "models"):
             errors.append(comfy_error("invalid_input", line.split(": ", 1)[-1], line))
         if errors:

@@ -13,12 +13,11 @@ import unicodedata
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-if TYPE_CHECKING:
-    from .webhook_policy import WebhookPolicy
+from .webhook_policy import UrlRefused, WebhookPolicy
 
 WORKFLOW_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,63}$")
@@ -174,7 +173,10 @@ def _webhook(value: Any, policy: WebhookPolicy | None) -> str:
             raise FieldError(f"webhook.{str(key)[:64]}", "unknown field (known: url)")
     if policy is None:
         raise FieldError("webhook.url", "webhooks are not enabled on this service (webhooks.allow is empty)")
-    return policy.check_field(value["url"])
+    try:
+        return policy.check(value["url"])
+    except UrlRefused as exc:  # parse_url refuses non-strings too
+        raise FieldError("webhook.url", str(exc)) from None
 
 
 def _prompt(value: Any, max_chars: int) -> str:

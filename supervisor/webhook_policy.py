@@ -18,9 +18,6 @@ from dataclasses import dataclass
 
 from yarl import URL
 
-from .job_request import FieldError
-
-WEBHOOK_URL_FIELD = "webhook.url"
 MAX_URL_CHARS = 2048
 SCHEMES = ("http", "https")
 
@@ -87,14 +84,6 @@ class WebhookPolicy:
                 raise UrlRefused("webhooks are not enabled on this service (webhooks.allow is empty)")
             raise UrlRefused("is not under a prefix this service allows (webhooks.allow)")
         return str(url)
-
-    def check_field(self, text: object) -> str:
-        """``check`` for a request field: a ``FieldError`` naming ``webhook.url``."""
-        try:
-            return self.check(text)  # type: ignore[arg-type] - parse_url refuses non-strings
-        except UrlRefused as exc:
-            raise FieldError(WEBHOOK_URL_FIELD, str(exc)) from None
-
 
 def delivery_addresses_allowed(host: str, addresses: list[str]) -> bool:
     """May a connection to ``host`` go to these resolved addresses?

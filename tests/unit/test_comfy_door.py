@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from runner.object_info import ObjectInfo
+from cak.object_info import ObjectInfo
 from supervisor.comfy_door import COOKIE, ComfyDoor, job_id_for
 from supervisor.comfy_door_editor import PassPolicy, unprefixed
 from supervisor.comfy_door_graph import (

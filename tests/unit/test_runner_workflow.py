@@ -10,8 +10,8 @@ from cute_animal_kids.prompt_composer import style_names
 
 from cak.errors import UsageError
 from cak.install_state import WORKFLOWS_DIR
+from cak.object_info import ObjectInfo
 from cak.workflow import Workflow, parse_assignments
-from runner.object_info import ObjectInfo
 from runner.ui_convert import ConversionError, ui_to_api
 
 WORKFLOWS = ("cute_animal_cpu", "cute_animal_qwen_image", "cute_animal_qwen_image_fast")

@@ -31,11 +31,11 @@ def validate_graph(graph: dict[str, Any], object_info: ObjectInfo, models_hint: 
             problems.append(f"node {node_id}: class {node['class_type']} is not on this server "
                             "(a custom node pack missing or failed to load?)")
             continue
-        problems += _check_node(node_id, node.get("inputs") or {}, spec, graph, object_info, models_hint)
+        problems += check_node(node_id, node.get("inputs") or {}, spec, graph, object_info, models_hint)
     return problems
 
 
-def _check_node(node_id: str, inputs: dict[str, Any], spec: NodeSpec, graph: dict[str, Any],
+def check_node(node_id: str, inputs: dict[str, Any], spec: NodeSpec, graph: dict[str, Any],
                 object_info: ObjectInfo, models_hint: str) -> list[str]:
     where = f"node {node_id} ({spec.class_type})"
     problems = [f"{where}: {name!r} is not an input of {spec.class_type}"
