@@ -20,10 +20,13 @@ ignored ("shoot" next to "篮球" or "hoops", toy weapons, costumes), so innocen
 
 English class words match with their inflections (stab, stabs, stabbed, stabbing; a silent e drops:
 shove, shoving); irregular forms are listed. Chinese rules run on the text without separators and
-on its split-character recomposition. Each rule is compiled once into one regular expression when
-the checker is built. A rule's expression only runs when every one of its items has a word in the
-text: one Aho-Corasick pass per language finds which class words occur (as plain substrings, which
-every match of them contains).
+on its split-character recomposition. A rule is one regular expression, compiled the first time
+the rule has to run (most never do for a given workload). A rule's expression only runs when every
+one of its items has a word in the text. For each item the longest piece of each of its words is a
+key every match contains; English keys count only as whole words (the text's run of letters a-z
+is the key plus one of the suffixes the rule accepts, exactly what the expression demands), so
+"it" inside "with" or "as" inside "has" does not wake a rule. Chinese keys (and English ones with
+other characters, "don't") come from one Aho-Corasick pass per language.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ from .pack_data import PackDataError, require_string_list
 from .text_normalizer import NormalizedText, TextNormalizer, View
 
 _EN_SUFFIX = r"(?:s|es|ed|d|ing|[bdgklmnprt](?:ed|ing)|er|ers|ies|ied|y)?"
+_EN_SUFFIXES = frozenset(["", "s", "es", "ed", "d", "ing", "er", "ers", "ies", "ied", "y",
+                          *(c + tail for c in "bdgklmnprt" for tail in ("ed", "ing"))])
+"""Every string ``_EN_SUFFIX`` matches whole (a unit test enumerates them)."""
+_EN_SUFFIX_LENGTHS = sorted({len(x) for x in _EN_SUFFIXES})
+_LETTERS = re.compile(r"[a-z]+")
 _FILE = "text_safety/context"
 _UNLESS_WINDOW = {"en": 30, "zh": 4}
 """Characters either side of a match that ``unless`` words are also looked for in ("she bakes a cake
@@ -55,8 +63,9 @@ class ContextRules:
     def __init__(self, data: Mapping[str, Any], categories: Sequence[str], normalizer: TextNormalizer) -> None:
         self._classes = {name: dict(entry) for name, entry in dict(data.get("classes", {})).items()}
         self._normalizer = normalizer
-        self._rules: list[tuple[str, str, str, re.Pattern[str], tuple[frozenset[int], ...],
-                                re.Pattern[str] | None]] = []
+        self._rules: list[tuple[str, str, str, str, tuple[frozenset[int], ...], str | None]] = []
+        self._compiled: dict[int, tuple[re.Pattern[str], re.Pattern[str] | None]] = {}
+        """Rule index -> its compiled expression and ``unless`` expression, filled on first use."""
         keys: dict[str, dict[str, int]] = {"en": {}, "zh": {}}
         """Per language: literal every match of a class word contains -> key id."""
         self._always: list[int] = []
@@ -94,7 +103,7 @@ class ContextRules:
             if rule.get("unless"):
                 words = require_string_list(rule["unless"], _FILE, f"rules[{index}].unless", unique=False)
                 alternatives = "|".join(self._regex(self._folded(item, lang, where), lang) for item in words)
-                unless = re.compile(rf"(?<![a-z])(?:{alternatives})(?![a-z])" if lang == "en" else alternatives)
+                unless = rf"(?<![a-z])(?:{alternatives})(?![a-z])" if lang == "en" else alternatives
             if unfiltered or not items:
                 self._always.append(len(self._rules))
             else:
@@ -102,13 +111,17 @@ class ContextRules:
                 trigger = max(items, key=lambda item: min(len(lit) for lit, key in keys[lang].items() if key in item))
                 for key in trigger:
                     self._triggers.setdefault(key, []).append(len(self._rules))
-            self._rules.append((str(name), category, lang, re.compile(pattern), tuple(items), unless))
+            self._rules.append((str(name), category, lang, pattern, tuple(items), unless))
+        self._en_words = {literal: key for literal, key in keys["en"].items() if _LETTERS.fullmatch(literal)}
+        """English keys of letters a-z only: looked up from the text's words."""
         self._automata: dict[str, ahocorasick.Automaton] = {}
         for lang, literals in keys.items():
+            if lang == "en":
+                literals = {literal: key for literal, key in literals.items() if literal not in self._en_words}
             if literals:
                 automaton = ahocorasick.Automaton()
                 for literal, key in literals.items():
-                    automaton.add_word(literal, key)
+                    automaton.add_word(literal, (key, len(literal)))
                 automaton.make_automaton()
                 self._automata[lang] = automaton
 
@@ -153,21 +166,58 @@ class ContextRules:
         """Original-text spans of the ``allow`` rules' matches: lexicon hits inside them are ignored."""
         return [(start, end) for _, start, end, _ in self._find(views, None, allow=True)]
 
+    def _en_present(self, text: str) -> set[int]:
+        """English keys that occur in ``text`` as a whole word, bare or with an accepted suffix."""
+        present: set[int] = set()
+        words = self._en_words
+        for word in set(_LETTERS.findall(text)):
+            for length in _EN_SUFFIX_LENGTHS:
+                if length == 0:
+                    key = words.get(word)
+                elif len(word) > length and word[-length:] in _EN_SUFFIXES:
+                    key = words.get(word[:-length])
+                else:
+                    continue
+                if key is not None:
+                    present.add(key)
+        automaton = self._automata.get("en")
+        if automaton is not None:
+            # Keys with other characters ("don't", 篮球): the same whole-word test at each occurrence.
+            for end, (key, length) in automaton.iter(text):
+                start = end + 1 - length
+                if start > 0 and "a" <= text[start - 1] <= "z":
+                    continue
+                after = _LETTERS.match(text, end + 1)
+                if after is None or after.group() in _EN_SUFFIXES:
+                    present.add(key)
+        return present
+
+    def _pattern(self, index: int) -> tuple[re.Pattern[str], re.Pattern[str] | None]:
+        """The compiled expressions of rule ``index`` (compiled on first use, then kept)."""
+        compiled = self._compiled.get(index)
+        if compiled is None:
+            _, _, _, pattern, _, unless = self._rules[index]
+            compiled = self._compiled[index] = (re.compile(pattern), None if unless is None else re.compile(unless))
+        return compiled
+
     def _find(self, views: NormalizedText, recomposed: View | None, *, allow: bool) -> list[Hit]:
         found: list[Hit] = []
-        present: set[int] = set()
+        present = self._en_present(views.base.text)
         zh_views = [view for view in (views.joined, recomposed) if view is not None]
-        for lang, automaton in self._automata.items():
-            for view in [views.base] if lang == "en" else zh_views:
-                present.update(key for _, key in automaton.iter(view.text))
+        if "zh" in self._automata:
+            for view in zh_views:
+                present.update(key for _, (key, _) in self._automata["zh"].iter(view.text))
         candidates = set(self._always)
         triggers = self._triggers
-        for key in present.intersection(triggers):
-            candidates.update(triggers[key])
+        for key in present:
+            # Not ``present.intersection(triggers)``: that walks the whole trigger map on every call.
+            if (rules := triggers.get(key)) is not None:
+                candidates.update(rules)
         for index in sorted(candidates):
-            name, category, lang, pattern, items, unless = self._rules[index]
+            name, category, lang, _, items, _ = self._rules[index]
             if (category == ALLOW) != allow or any(present.isdisjoint(item) for item in items):
                 continue
+            pattern, unless = self._pattern(index)
             window = _UNLESS_WINDOW[lang]
             for view in [views.base] if lang == "en" else zh_views:
                 text = view.text

@@ -143,7 +143,7 @@ class TextSafetyChecker:
         self._pinyin: dict[str, int] = {}
         """Tone-less reading ("zisha") -> rule of the Chinese term."""
         rules: list[_Rule] = []
-        branches: dict[str, list[tuple[int, int, str]]] = {language: [] for language in LANGUAGES}
+        branches: dict[str, list[tuple[int, int, re.Pattern[str]]]] = {language: [] for language in LANGUAGES}
         for name, entry in categories.items():
             path = child_path("categories", name)
             if not _CATEGORY_NAME.fullmatch(name):
@@ -186,7 +186,7 @@ class TextSafetyChecker:
             branches[language].sort(key=lambda branch: -branch[0])
             for rank, (_, rule, pattern) in enumerate(branches[language]):
                 self._rank[rule] = rank
-                self._patterns[rule] = re.compile(pattern)
+                self._patterns[rule] = pattern
 
         allow = allow_data
         self._allow: dict[str, tuple[re.Pattern[str], ...]] = {}
@@ -196,7 +196,7 @@ class TextSafetyChecker:
             phrases = require_string_list(require_key(allow, language, file, "allow"), file, path,
                                           non_empty=False)
             self._allow[language] = tuple(
-                re.compile(self._pattern(phrase, language, file, child_path(path, index)))
+                self._pattern(phrase, language, file, child_path(path, index))
                 for index, phrase in enumerate(phrases)
             )
             allow_terms[language] = [self._normalizer.fold_term(phrase) for phrase in phrases]
@@ -211,8 +211,11 @@ class TextSafetyChecker:
             for language, index_type in (("en", LatinTermIndex), ("zh", CjkTermIndex))
         }
 
-    def _pattern(self, term: str, language: str, file: str, path: str) -> str:
-        """The tolerant regex for one lexicon term or allow phrase (see :mod:`.text_normalizer`)."""
+    def _pattern(self, term: str, language: str, file: str, path: str) -> re.Pattern[str]:
+        """The tolerant regex for one lexicon term or allow phrase (see :mod:`.text_normalizer`),
+        compiled here once: the empty-string check needs it compiled, and ``re``'s own cache (512
+        entries) is far smaller than the lexicon, so compiling it again later would parse it twice.
+        """
         folded = self._normalizer.fold_term(term)
         if language == "en":
             try:
@@ -225,9 +228,10 @@ class TextSafetyChecker:
             if folded.isascii():
                 raise PackDataError(f"{file}: {path}: Chinese entries must contain Chinese characters")
             pattern = self._normalizer.cjk_pattern(folded)
-        if re.fullmatch(pattern, ""):
+        compiled = re.compile(pattern)
+        if compiled.fullmatch(""):
             raise PackDataError(f"{file}: {path}: matches the empty string")
-        return pattern
+        return compiled
 
     def check(self, text: str, *, strict: bool = False) -> TextSafetyDecision:
         """Decide whether ``text`` is fit for a children's picture prompt.

@@ -337,6 +337,44 @@ def test_context_unless_allow_and_class_references():
     assert rules.allowed_spans(views("she cuts the ribbon")) == [(4, 19)]
 
 
+def test_context_suffix_set_is_what_the_suffix_expression_matches():
+    # The whole-word pre-filter looks suffixes up in a set; it must accept exactly what a rule's
+    # expression accepts after a word, or it would skip a rule that holds (or run one for nothing).
+    import itertools
+    import re
+
+    from cute_animal_kids.text_context import _EN_SUFFIX, _EN_SUFFIXES
+
+    letters = sorted(set(re.sub(r"[^a-z]", "", _EN_SUFFIX))) + ["a"]
+    matched = {"".join(p) for n in range(6) for p in itertools.product(letters, repeat=n)
+               if re.fullmatch(_EN_SUFFIX, "".join(p))}
+    assert matched == _EN_SUFFIXES
+
+
+def test_context_keys_count_as_whole_words_and_rules_compile_on_first_use():
+    from cute_animal_kids.text_normalizer import get_normalizer
+
+    views = get_normalizer().views
+    rules = _rules({
+        "classes": {"hit": {"en": ["hit", "kick"]}, "it": {"en": ["it", "don't"]}},
+        "rules": [{"name": "hits_it", "category": "violence_gore", "lang": "en", "sequence": ["hit", "it"],
+                   "max_gap": 2},
+                  {"name": "never", "category": "violence_gore", "lang": "en", "sequence": ["zebra", "it"]}],
+    })
+    present = rules._en_present  # type: ignore[attr-defined]
+    key_of = rules._en_words  # type: ignore[attr-defined]
+    # "it" inside "with"/"kitten" and "hit" inside "white" are not words: the rule cannot hold.
+    assert present(views("a white kitten with a kite").base.text) == set()
+    assert present(views("kicking, hitting, hits").base.text) == {key_of["kick"], key_of["hit"]}
+    assert rules._compiled == {}  # type: ignore[attr-defined]  # nothing compiled until a rule has to run
+    assert rules.hits(views("a white kitten with a kite")) == []
+    assert rules._compiled == {}  # type: ignore[attr-defined]
+    assert [h[3] for h in rules.hits(views("the fox kicked it"))] == ["hits_it"]
+    assert [h[3] for h in rules.hits(views("kicking, don't"))] == ["hits_it"]  # a key with an apostrophe
+    assert present(views("xdon't").base.text) == set() != present(views("(don't)").base.text)
+    assert list(rules._compiled) == [0]  # type: ignore[attr-defined]
+
+
 def test_context_rules_refuse_unknown_categories():
     from cute_animal_kids.pack_data import PackDataError
 
