@@ -355,10 +355,14 @@ class ComfyDoor:
 
     async def get_queue(self, request: web.Request) -> web.Response:
         store = self.service.store
-        running = await store.list_source(SOURCE, (RUNNING,), 10_000)
-        pending = await store.list_source(SOURCE, (QUEUED,), 10_000)
+        claimed = await store.list_source(SOURCE, (RUNNING,), 10_000)
+        queued = await store.list_source(SOURCE, (QUEUED,), 10_000)
+        # A prefetched prompt waits in its ComfyUI's queue: pending, as one ComfyUI would show it.
+        waiting = [job for job in claimed if self.service.dispatcher.waiting_in_comfy(job.id)]
+        running = [job for job in claimed if job not in waiting]
+        pending = sorted(waiting + queued, key=_number)
         return web.json_response({"queue_running": [_queue_entry(job) for job in reversed(running)],
-                                  "queue_pending": [_queue_entry(job) for job in reversed(pending)]})
+                                  "queue_pending": [_queue_entry(job) for job in pending]})
 
     async def post_queue(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -366,14 +370,20 @@ class ComfyDoor:
         targets: list[Job] = []
         if body.get("clear"):
             targets += await store.list_source(SOURCE, (QUEUED,), 10_000)
+        dispatcher = self.service.dispatcher
         for prompt_id in body.get("delete") or []:
             job = await self._door_job(str(prompt_id))
-            if job is not None and job.state == QUEUED:
+            if job is not None and (job.state == QUEUED or dispatcher.waiting_in_comfy(job.id)):
                 targets.append(job)
+        if body.get("clear"):
+            targets += [job for job in await store.list_source(SOURCE, (RUNNING,), 10_000)
+                        if dispatcher.waiting_in_comfy(job.id)]
         for job in targets:
             after = await store.cancel(job.id)
             if after is not None and after.state == CANCELLED:
                 self.service.events.state(job.id, CANCELLED)
+            elif dispatcher.waiting_in_comfy(job.id):
+                await dispatcher.cancel(job.id)  # out of its ComfyUI's queue; it never runs
         return web.Response(status=200)
 
     async def post_interrupt(self, request: web.Request) -> web.Response:

@@ -77,6 +77,9 @@ class JobInstance(Protocol):
     @property
     def process(self) -> ComfyProcess: ...  # where its output folder is
 
+    @property
+    def started(self) -> bool: ...  # False while its prompt waits in ComfyUI's queue (prefetch)
+
 
 class RequestKind(Protocol):
     """A kind of stored request other than a workflow (``request["kind"]``), e.g. the ComfyUI door's
@@ -136,6 +139,11 @@ class Dispatcher:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+    def waiting_in_comfy(self, job_id: str) -> bool:
+        """A running job whose prompt was prefetched and waits in its ComfyUI's queue (not started)."""
+        running = self._running.get(job_id)
+        return running is not None and not running.instance.started
 
     async def cancel(self, job_id: str) -> None:
         """Take a prefetched prompt out of ComfyUI's queue, or interrupt a running one; the job then

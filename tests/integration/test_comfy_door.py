@@ -292,7 +292,8 @@ def test_interrupt_queue_delete_and_history_delete(pool: SupervisorProcess) -> N
     assert [item[1] for item in queue["queue_pending"]] == [queued]
     assert queue["queue_pending"][0][0] == second["number"]
     assert door_call(pool, "POST", "/queue", {"delete": [queued]})[0] == 200
-    assert _wait_state(pool, queued, {"cancelled"})["attempts"] == []
+    # Prefetched into ComfyUI's own queue or still in ours: taken out either way, it never ran.
+    assert all(a["reason"] == "not_started" for a in _wait_state(pool, queued, {"cancelled"})["attempts"])
     assert door_call(pool, "POST", "/interrupt", {"prompt_id": slow})[0] == 200
     assert _wait_state(pool, slow, {"cancelled"})["state"] == "cancelled"
     ended: list[str] = []
