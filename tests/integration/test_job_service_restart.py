@@ -5,7 +5,10 @@ from __future__ import annotations
 import psutil
 import pytest
 
+from supervisor.settings import load_settings
 from tests.support.job_service import SLOW_JOB, SupervisorProcess
+
+PREFETCH = min(load_settings().jobs.prefetch, 2)  # the supervisor below runs with the defaults
 
 
 @pytest.mark.slow
@@ -18,7 +21,9 @@ def test_supervisor_killed_and_restarted_finishes_every_job_once(tmp_path):
                 for n in range(3)]
         running = supervisor.wait_progress(jobs[0]["id"])
         assert running["attempts"][0]["instance"] == "comfy-1"
-        assert [supervisor.get(f"/v1/jobs/{j['id']}")["state"] for j in jobs[1:]] == ["queued", "queued"]
+        # jobs.prefetch (default 1): that many wait in the instance's ComfyUI queue, claimed (running).
+        expected = ["running"] * PREFETCH + ["queued"] * (2 - PREFETCH)
+        assert [supervisor.get(f"/v1/jobs/{j['id']}")["state"] for j in jobs[1:]] == expected
         orphans = {i["pid"] for i in supervisor.get("/v1/instances")["instances"] if i["pid"]}
         supervisor.record_pids()  # only for clean-up if the test fails
         supervisor.kill()  # its ComfyUI keeps running (own process group) ...
@@ -34,6 +39,8 @@ def test_supervisor_killed_and_restarted_finishes_every_job_once(tmp_path):
     assert [job["state"] for job in finished] == ["succeeded"] * 3, finished
     first = finished[0]
     assert [a["reason"] for a in first["attempts"]] == ["supervisor_restart", "succeeded"]
+    for prefetched in finished[1:1 + PREFETCH]:  # claimed when the supervisor died: requeued the same way
+        assert [a["reason"] for a in prefetched["attempts"]] == ["supervisor_restart", "succeeded"]
     for job in finished:
         assert len(job["images"]) == 1
         folder = tmp_path / "sup" / "out" / "job-images" / job["id"]
