@@ -173,8 +173,8 @@ def test_client_reconnects_when_the_socket_drops_mid_run(comfy):
     class DroppingClient(ComfyClient):
         sockets: list = []
 
-        async def _connect_socket(self, first: bool):
-            socket = await super()._connect_socket(first)
+        async def _connect_socket(self, client_id: str, first: bool):
+            socket = await super()._connect_socket(client_id, first)
             self.sockets.append(socket)
             return socket
 
