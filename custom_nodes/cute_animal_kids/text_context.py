@@ -20,8 +20,7 @@ ignored ("shoot" next to "篮球" or "hoops", toy weapons, costumes), so innocen
 
 English class words match with their inflections (stab, stabs, stabbed, stabbing; a silent e drops:
 shove, shoving); irregular forms are listed. Chinese rules run on the text without separators and
-on its split-character recomposition. A rule is one regular expression, compiled the first time
-the rule has to run (most never do for a given workload). A rule's expression only runs when every
+on its split-character recomposition. A rule is one regular expression, compiled when the data loads. A rule's expression only runs when every
 one of its items has a word in the text. For each item the longest piece of each of its words is a
 key every match contains; English keys count only as whole words (the text's run of letters a-z
 is the key plus one of the suffixes the rule accepts, exactly what the expression demands), so
@@ -64,8 +63,6 @@ class ContextRules:
         self._classes = {name: dict(entry) for name, entry in dict(data.get("classes", {})).items()}
         self._normalizer = normalizer
         self._rules: list[tuple[str, str, str, str, tuple[frozenset[int], ...], str | None]] = []
-        self._compiled: dict[int, tuple[re.Pattern[str], re.Pattern[str] | None]] = {}
-        """Rule index -> its compiled expression and ``unless`` expression, filled on first use."""
         keys: dict[str, dict[str, int]] = {"en": {}, "zh": {}}
         """Per language: literal every match of a class word contains -> key id."""
         self._always: list[int] = []
@@ -112,6 +109,10 @@ class ContextRules:
                 for key in trigger:
                     self._triggers.setdefault(key, []).append(len(self._rules))
             self._rules.append((str(name), category, lang, pattern, tuple(items), unless))
+        # Compiled at load, not on first use: a rule compiled while a prompt waits costs that
+        # prompt milliseconds (the p99 of distinct prompts was all regex compiling).
+        self._compiled = [(re.compile(pattern), None if unless is None else re.compile(unless))
+                          for _, _, _, pattern, _, unless in self._rules]
         self._en_words = {literal: key for literal, key in keys["en"].items() if _LETTERS.fullmatch(literal)}
         """English keys of letters a-z only: looked up from the text's words."""
         self._automata: dict[str, ahocorasick.Automaton] = {}
@@ -158,13 +159,31 @@ class ContextRules:
                 r"[^a-z]+".join(re.escape(x) for x in w.split()) for w in folded) + ")" + _EN_SUFFIX
         return "(?:" + "|".join(re.escape(w.replace(" ", "")) for w in folded) + ")"
 
-    def hits(self, views: NormalizedText, recomposed: View | None = None) -> list[Hit]:
-        """A hit for every rejecting rule that holds (Chinese ones also on ``recomposed``)."""
-        return self._find(views, recomposed, allow=False)
+    def hits(self, views: NormalizedText, recomposed: View | None = None,
+             present: set[int] | None = None) -> list[Hit]:
+        """A hit for every rejecting rule that holds (Chinese ones also on ``recomposed``).
 
-    def allowed_spans(self, views: NormalizedText) -> list[tuple[int, int]]:
+        ``present`` is :meth:`present` of the same views, when the caller already has it.
+        """
+        if present is None:
+            present = self.present(views, recomposed)
+        return self._find(views, recomposed, present, allow=False)
+
+    def allowed_spans(self, views: NormalizedText, present: set[int] | None = None) -> list[tuple[int, int]]:
         """Original-text spans of the ``allow`` rules' matches: lexicon hits inside them are ignored."""
-        return [(start, end) for _, start, end, _ in self._find(views, None, allow=True)]
+        if present is None:
+            present = self.present(views, None)
+        return [(start, end) for _, start, end, _ in self._find(views, None, present, allow=True)]
+
+    def present(self, views: NormalizedText, recomposed: View | None) -> set[int]:
+        """The class-word keys found in the views: computed once, shared by both kinds of rules."""
+        present = self._en_present(views.base.text)
+        automaton = self._automata.get("zh")
+        if automaton is not None:
+            for view in (views.joined, recomposed):
+                if view is not None:
+                    present.update(key for _, (key, _) in automaton.iter(view.text))
+        return present
 
     def _en_present(self, text: str) -> set[int]:
         """English keys that occur in ``text`` as a whole word, bare or with an accepted suffix."""
@@ -192,21 +211,10 @@ class ContextRules:
                     present.add(key)
         return present
 
-    def _pattern(self, index: int) -> tuple[re.Pattern[str], re.Pattern[str] | None]:
-        """The compiled expressions of rule ``index`` (compiled on first use, then kept)."""
-        compiled = self._compiled.get(index)
-        if compiled is None:
-            _, _, _, pattern, _, unless = self._rules[index]
-            compiled = self._compiled[index] = (re.compile(pattern), None if unless is None else re.compile(unless))
-        return compiled
-
-    def _find(self, views: NormalizedText, recomposed: View | None, *, allow: bool) -> list[Hit]:
+    def _find(self, views: NormalizedText, recomposed: View | None, present: set[int], *,
+              allow: bool) -> list[Hit]:
         found: list[Hit] = []
-        present = self._en_present(views.base.text)
         zh_views = [view for view in (views.joined, recomposed) if view is not None]
-        if "zh" in self._automata:
-            for view in zh_views:
-                present.update(key for _, (key, _) in self._automata["zh"].iter(view.text))
         candidates = set(self._always)
         triggers = self._triggers
         for key in present:
@@ -217,7 +225,7 @@ class ContextRules:
             name, category, lang, _, items, _ = self._rules[index]
             if (category == ALLOW) != allow or any(present.isdisjoint(item) for item in items):
                 continue
-            pattern, unless = self._pattern(index)
+            pattern, unless = self._compiled[index]
             window = _UNLESS_WINDOW[lang]
             for view in [views.base] if lang == "en" else zh_views:
                 text = view.text

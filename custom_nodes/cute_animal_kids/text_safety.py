@@ -259,10 +259,11 @@ class TextSafetyChecker:
                 rules, allowed = self._candidates(view, "zh")
                 if rules:
                     hits.extend(self._scan(view, rules, allowed, "zh"))
-        if hits and (allowed := self._context.allowed_spans(views)):
+        present = self._context.present(views, recomposed)
+        if hits and (allowed := self._context.allowed_spans(views, present)):
             # Innocent contexts from the context data ("shoot" beside 篮球 or "hoops", toy weapons).
             hits = [h for h in hits if not any(a <= h.start and h.end <= b for a, b in allowed)]
-        context_hits = self._context.hits(views, recomposed)
+        context_hits = self._context.hits(views, recomposed, present)
         if context_hits:
             # An allow-listed phrase protects context matches that start inside it ("killer whale",
             # "bamboo shoots for the panda": no killing, no shooting).
