@@ -45,6 +45,9 @@ _EN_SUFFIXES = frozenset(["", "s", "es", "ed", "d", "ing", "er", "ers", "ies", "
 """Every string ``_EN_SUFFIX`` matches whole (a unit test enumerates them)."""
 _EN_SUFFIX_LENGTHS = sorted({len(x) for x in _EN_SUFFIXES})
 _LETTERS = re.compile(r"[a-z]+")
+_EN_SEP = r"[^a-z,;:.!?]+"
+"""What lies between two words of one English scene: no clause or list boundary, so the parts of a
+rule stay in one clause ("hanging paper lanterns, a hedgehog ..." is two things, not one act)."""
 _FILE = "text_safety/context"
 _UNLESS_WINDOW = {"en": 30, "zh": 4}
 """Characters either side of a match that ``unless`` words are also looked for in ("she bakes a cake
@@ -92,7 +95,7 @@ class ContextRules:
                 # Key ids are global (one counter for both languages), so one trigger map serves both.
                 items.append(frozenset(keys[lang].setdefault(x, sum(map(len, keys.values()))) for x in literals))
             if lang == "en":
-                joiner = rf"(?:[^a-z]+[a-z']+){{0,{gap}}}?[^a-z]+"
+                joiner = rf"(?:{_EN_SEP}[a-z']+){{0,{gap}}}?{_EN_SEP}"
                 pattern = r"(?<![a-z])" + joiner.join(parts) + r"(?![a-z])"
             else:
                 pattern = f"[^。！？!?.]{{0,{gap}}}?".join(parts)

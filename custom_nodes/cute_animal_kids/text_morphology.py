@@ -1,7 +1,8 @@
 """English morphology for the text gate: a word matches a lexicon word when their Snowball stems
 agree, so "nakedness", "stabbings" and "bloodied" need no entry of their own.
 
-Only single-word terms of at least four letters take part (short stems such as "gin" or "tit"
+A prompt word that is a strict beginning of a lexicon word ("stone" of "stoned") is its base and
+does not count. Only single-word terms of at least four letters take part (short stems such as "gin" or "tit"
 collide with innocent words); the stems of prompt words are cached, so a prompt costs one
 dictionary lookup a word once warm.
 """
@@ -26,12 +27,13 @@ class Stemmer:
         self._stemmer = _snowball.Stemmer("english")
         self._lock = threading.Lock()
         self._cache: dict[str, str] = {}
-        self._index: dict[str, int] = {}
+        self._index: dict[str, list[tuple[str, int]]] = {}
+        """Stem -> the lexicon words with that stem and their rules."""
         for term, rule in terms:
             word = term.lower()
             if word.isalpha() and len(word) >= _MIN_TERM:
-                self._index.setdefault(word, rule)
-                self._index.setdefault(self.stem(word), rule)
+                for key in {word, self.stem(word)}:
+                    self._index.setdefault(key, []).append((word, rule))
         self._rules: dict[str, int] = {}
         """Prompt word -> its rule, or -1: one lookup a word once warm."""
 
@@ -51,13 +53,25 @@ class Stemmer:
         stem = self.stem(word)
         # A second pass strips a derivational suffix the first left ("nakedness" -> "naked" ->
         # "nake", the stem of "naked").
-        rule = self._index.get(stem)
-        if rule is None:
-            rule = self._index.get(self.stem(stem), -1)
+        rule = self._match(word, self._index.get(stem))
+        if rule < 0:
+            rule = self._match(word, self._index.get(self.stem(stem)))
         with self._lock:
             if len(self._rules) < _CACHE_LIMIT:
                 self._rules[word] = rule
         return rule
+
+    @staticmethod
+    def _match(word: str, entries: list[tuple[str, int]] | None) -> int:
+        """The rule of the first entry ``word`` may stand for, or -1.
+
+        A word that is a strict beginning of the lexicon word is its base, not an inflection of it:
+        "stoned" and "wasted" mean something the stone and the waste bin do not.
+        """
+        for term, rule in entries or ():
+            if not (len(word) < len(term) and term.startswith(word)):
+                return rule
+        return -1
 
     def hits(self, text: str) -> list[tuple[int, int, int]]:
         """``(rule, start, end)`` for every word of ``text`` whose stem is a lexicon stem."""
