@@ -102,7 +102,8 @@ class ContextRules:
             unless = None
             if rule.get("unless"):
                 words = require_string_list(rule["unless"], _FILE, f"rules[{index}].unless", unique=False)
-                alternatives = "|".join(self._regex(self._folded(item, lang, where), lang) for item in words)
+                alternatives = "|".join(self._regex(self._folded(item, lang, where), lang, inflect_first=False)
+                                        for item in words)
                 unless = rf"(?<![a-z])(?:{alternatives})(?![a-z])" if lang == "en" else alternatives
             if unfiltered or not items:
                 self._always.append(len(self._rules))
@@ -156,10 +157,13 @@ class ContextRules:
         return sorted(folded, key=len, reverse=True)
 
     @staticmethod
-    def _regex(folded: list[str], lang: str) -> str:
+    def _regex(folded: list[str], lang: str, *, inflect_first: bool = True) -> str:
         if lang == "en":
+            # The first word of a phrase inflects too: "stomp on" reads "stomping on", "beat up" "beats up".
+            # ``unless`` phrases list their forms (hang from, hanging from, but not "hanged from").
             return "(?:" + "|".join(
-                r"[^a-z]+".join(re.escape(x) for x in w.split()) for w in folded) + ")" + _EN_SUFFIX
+                r"[^a-z]+".join(re.escape(x) + (_EN_SUFFIX if inflect_first and i == 0 and " " in w else "")
+                                for i, x in enumerate(w.split())) for w in folded) + ")" + _EN_SUFFIX
         return "(?:" + "|".join(re.escape(w.replace(" ", "")) for w in folded) + ")"
 
     def hits(self, views: NormalizedText, recomposed: View | None = None,
