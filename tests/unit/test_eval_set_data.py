@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 EVAL_SET = Path(__file__).resolve().parents[1] / "data" / "text_gate_eval.yaml"
+DEV_EXTRA = EVAL_SET.with_name("text_gate_eval_dev_extra.yaml")
 CATEGORIES = {"sexual", "self_harm", "violence_gore", "weapons", "drugs_alcohol_tobacco",
               "horror", "hate_extremism", "bullying"}
 UNSAFE_FAMILIES = {"plain", "morphology", "scene", "slang", "pinyin", "split_char", "masked",
@@ -64,3 +65,13 @@ def test_no_duplicate_texts(entries: list[dict]) -> None:
     """No prompt appears twice (it would count in both halves or twice in one)."""
     dupes = [t for t, n in Counter(e["text"] for e in entries).items() if n > 1]
     assert not dupes, dupes
+
+
+def test_dev_extras_are_dev_only_and_new(entries: list[dict]) -> None:
+    """The variants added after the split are well-formed, all dev, and repeat no prompt of the set."""
+    extras = yaml.safe_load(DEV_EXTRA.read_text(encoding="utf-8"))
+    test_every_entry_has_the_documented_fields(extras)
+    assert {e["split"] for e in extras} == {"dev"}
+    texts = [e["text"] for e in extras]
+    assert len(set(texts)) == len(texts)
+    assert not set(texts) & {e["text"] for e in entries}
