@@ -31,7 +31,9 @@ other characters, "don't") come from one Aho-Corasick pass per language.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import ahocorasick
@@ -57,6 +59,18 @@ ALLOW = "allow"
 
 Hit = tuple[str, int, int, str]
 """``(category, start, end, rule name)``, positions in the original text."""
+_CACHE_LIMIT = 50_000
+"""Bound on cached prompt words, so hostile input with endless distinct words cannot grow memory."""
+
+
+@dataclass(slots=True)
+class Keys:
+    """What one prompt holds of the rules' words, found once and shared by allow and rejecting rules."""
+
+    present: set[int]
+    """Key ids of class words in the text."""
+    starts: dict[str, list[int]] = field(default_factory=dict)
+    """First word of an English class phrase -> where it starts in the base view (inflected or not)."""
 
 
 class ContextRules:
@@ -66,6 +80,8 @@ class ContextRules:
         self._classes = {name: dict(entry) for name, entry in dict(data.get("classes", {})).items()}
         self._normalizer = normalizer
         self._rules: list[tuple[str, str, str, str, tuple[frozenset[int], ...], str | None]] = []
+        self._starts: list[frozenset[str] | None] = []
+        """Per rule: the first words its English match can begin with (None: search the whole text)."""
         keys: dict[str, dict[str, int]] = {"en": {}, "zh": {}}
         """Per language: literal every match of a class word contains -> key id."""
         self._always: list[int] = []
@@ -84,8 +100,14 @@ class ContextRules:
             parts = []
             items: list[frozenset[int]] = []
             unfiltered = False
-            for item in sequence:
+            for position, item in enumerate(sequence):
                 folded = self._folded(item, lang, where)
+                if position == 0:
+                    firsts = frozenset(w.split()[0] for w in folded if w.split())
+                    # A match begins with one of these words (plus a suffix): the rule's expression
+                    # is tried only where one stands, not at every position of the text.
+                    self._starts.append(firsts if lang == "en" and firsts and all(
+                        _LETTERS.fullmatch(x) for x in firsts) else None)
                 literals = ([max(w.split() or [""], key=len) for w in folded] if lang == "en"
                             else [w.replace(" ", "") for w in folded])
                 parts.append(self._regex(folded, lang))
@@ -119,6 +141,10 @@ class ContextRules:
                           for _, _, _, pattern, _, unless in self._rules]
         self._en_words = {literal: key for literal, key in keys["en"].items() if _LETTERS.fullmatch(literal)}
         """English keys of letters a-z only: looked up from the text's words."""
+        self._start_words = frozenset(x for firsts in self._starts if firsts for x in firsts)
+        self._word_info: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {}
+        """Prompt word -> (its key ids, the start words it inflects): one lookup a word once warm."""
+        self._lock = threading.Lock()
         self._automata: dict[str, ahocorasick.Automaton] = {}
         for lang, literals in keys.items():
             if lang == "en":
@@ -167,45 +193,72 @@ class ContextRules:
         return "(?:" + "|".join(re.escape(w.replace(" ", "")) for w in folded) + ")"
 
     def hits(self, views: NormalizedText, recomposed: View | None = None,
-             present: set[int] | None = None) -> list[Hit]:
+             keys: Keys | None = None) -> list[Hit]:
         """A hit for every rejecting rule that holds (Chinese ones also on ``recomposed``).
 
-        ``present`` is :meth:`present` of the same views, when the caller already has it.
+        ``keys`` is :meth:`keys` of the same views, when the caller already has it.
         """
-        if present is None:
-            present = self.present(views, recomposed)
-        return self._find(views, recomposed, present, allow=False)
+        if keys is None:
+            keys = self.keys(views, recomposed)
+        return self._find(views, recomposed, keys, allow=False)
 
-    def allowed_spans(self, views: NormalizedText, present: set[int] | None = None) -> list[tuple[int, int]]:
+    def allowed_spans(self, views: NormalizedText, keys: Keys | None = None) -> list[tuple[int, int]]:
         """Original-text spans of the ``allow`` rules' matches: lexicon hits inside them are ignored."""
-        if present is None:
-            present = self.present(views, None)
-        return [(start, end) for _, start, end, _ in self._find(views, None, present, allow=True)]
+        if keys is None:
+            keys = self.keys(views, None)
+        return [(start, end) for _, start, end, _ in self._find(views, None, keys, allow=True)]
 
-    def present(self, views: NormalizedText, recomposed: View | None) -> set[int]:
-        """The class-word keys found in the views: computed once, shared by both kinds of rules."""
-        present = self._en_present(views.base.text)
+    def keys(self, views: NormalizedText, recomposed: View | None) -> Keys:
+        """The class words found in the views: computed once, shared by both kinds of rules."""
+        found = Keys(set())
+        self._en_scan(views.base.text, found)
         automaton = self._automata.get("zh")
         if automaton is not None:
             for view in (views.joined, recomposed):
                 if view is not None:
-                    present.update(key for _, (key, _) in automaton.iter(view.text))
-        return present
+                    found.present.update(key for _, (key, _) in automaton.iter(view.text))
+        return found
+
+    def _word_entry(self, word: str) -> tuple[tuple[int, ...], tuple[str, ...]]:
+        """The keys and start words one prompt word stands for, bare or with an accepted suffix."""
+        ids: list[int] = []
+        bases: list[str] = []
+        for length in _EN_SUFFIX_LENGTHS:
+            if length == 0:
+                base = word
+            elif len(word) > length and word[-length:] in _EN_SUFFIXES:
+                base = word[:-length]
+            else:
+                continue
+            if (key := self._en_words.get(base)) is not None:
+                ids.append(key)
+            if base in self._start_words:
+                bases.append(base)
+        entry = (tuple(ids), tuple(bases))
+        with self._lock:
+            if len(self._word_info) < _CACHE_LIMIT:
+                self._word_info[word] = entry
+        return entry
 
     def _en_present(self, text: str) -> set[int]:
         """English keys that occur in ``text`` as a whole word, bare or with an accepted suffix."""
-        present: set[int] = set()
-        words = self._en_words
-        for word in set(_LETTERS.findall(text)):
-            for length in _EN_SUFFIX_LENGTHS:
-                if length == 0:
-                    key = words.get(word)
-                elif len(word) > length and word[-length:] in _EN_SUFFIXES:
-                    key = words.get(word[:-length])
-                else:
-                    continue
-                if key is not None:
-                    present.add(key)
+        found = Keys(set())
+        self._en_scan(text, found)
+        return found.present
+
+    def _en_scan(self, text: str, found: Keys) -> None:
+        """Fill ``found`` with the English keys of ``text`` and where the rules' first words stand."""
+        present, starts, info = found.present, found.starts, self._word_info
+        for match in _LETTERS.finditer(text):
+            word = match.group()
+            entry = info.get(word)
+            if entry is None:
+                entry = self._word_entry(word)
+            ids, bases = entry
+            if ids:
+                present.update(ids)
+            for base in bases:
+                starts.setdefault(base, []).append(match.start())
         automaton = self._automata.get("en")
         if automaton is not None:
             # Keys with other characters ("don't", 篮球): the same whole-word test at each occurrence.
@@ -218,9 +271,10 @@ class ContextRules:
                     present.add(key)
         return present
 
-    def _find(self, views: NormalizedText, recomposed: View | None, present: set[int], *,
+    def _find(self, views: NormalizedText, recomposed: View | None, keys: Keys, *,
               allow: bool) -> list[Hit]:
         found: list[Hit] = []
+        present, starts = keys.present, keys.starts
         zh_views = [view for view in (views.joined, recomposed) if view is not None]
         candidates = set(self._always)
         triggers = self._triggers
@@ -234,9 +288,17 @@ class ContextRules:
                 continue
             pattern, unless = self._compiled[index]
             window = _UNLESS_WINDOW[lang]
+            firsts = self._starts[index]
             for view in [views.base] if lang == "en" else zh_views:
                 text = view.text
-                matches = [m for m in pattern.finditer(text) if unless is None or not unless.search(
+                if firsts is None:
+                    tried = pattern.finditer(text)
+                else:
+                    # Only where a first word stands: an alternation of hundreds of class words
+                    # tried at every position is most of the time a prompt takes.
+                    positions = sorted({p for first in firsts if first in starts for p in starts[first]})
+                    tried = (m for p in positions if (m := pattern.match(text, p)) is not None)
+                matches = [m for m in tried if unless is None or not unless.search(
                     text, max(0, m.start() - window), min(len(text), m.end() + window))]
                 for match in matches if allow else matches[:1]:
                     start, end = match.span()

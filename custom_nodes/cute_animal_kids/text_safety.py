@@ -259,11 +259,11 @@ class TextSafetyChecker:
                 rules, allowed = self._candidates(view, "zh")
                 if rules:
                     hits.extend(self._scan(view, rules, allowed, "zh"))
-        present = self._context.present(views, recomposed)
-        if hits and (allowed := self._context.allowed_spans(views, present)):
+        keys = self._context.keys(views, recomposed)
+        if hits and (allowed := self._context.allowed_spans(views, keys)):
             # Innocent contexts from the context data ("shoot" beside 篮球 or "hoops", toy weapons).
             hits = [h for h in hits if not any(a <= h.start and h.end <= b for a, b in allowed)]
-        context_hits = self._context.hits(views, recomposed, present)
+        context_hits = self._context.hits(views, recomposed, keys)
         if context_hits:
             # An allow-listed phrase protects context matches that start inside it ("killer whale",
             # "bamboo shoots for the panda": no killing, no shooting).

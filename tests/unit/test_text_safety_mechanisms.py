@@ -401,3 +401,44 @@ def test_allow_contexts_protect_toys_costumes_and_gardens(text):
 ])
 def test_allow_contexts_do_not_hide_the_unsafe_part(text, category):
     _refused(text, category)
+
+
+def test_context_phrases_inflect_their_first_word_and_stay_in_one_clause():
+    from cute_animal_kids.text_normalizer import get_normalizer
+
+    views = get_normalizer().views
+    rules = _rules({
+        "classes": {"stomp": {"en": ["stomp on", "beat up"]}, "pet": {"en": ["hamster", "kitten"]}},
+        "rules": [{"name": "stomps", "category": "violence_gore", "lang": "en", "sequence": ["stomp", "pet"],
+                   "max_gap": 2, "unless": ["stomp on the"]}],
+    })
+    assert [h[3] for h in rules.hits(views("a boy stomping on a hamster"))] == ["stomps"]
+    assert [h[3] for h in rules.hits(views("they beat up the kitten"))] == ["stomps"]
+    assert [h[3] for h in rules.hits(views("he beats up a kitten"))] == ["stomps"]
+    # ``unless`` phrases are taken as written: "stomp on the" does not excuse "stomping on the".
+    assert [h[3] for h in rules.hits(views("stomping on the kitten"))] == ["stomps"]
+    assert rules.hits(views("stomp on the kitten")) == []
+    assert rules.hits(views("stomping on leaves, a kitten watches")) == []  # a comma ends the clause
+
+
+def test_context_rules_tried_at_first_words_find_what_a_full_search_finds():
+    """Trying an English rule only where its first word stands never loses a match (eval prompts)."""
+    import yaml
+    from cute_animal_kids.text_normalizer import get_normalizer
+    from cute_animal_kids.text_safety import get_checker
+
+    checker = get_checker()
+    context = checker._context  # type: ignore[attr-defined]
+    full = object.__new__(type(context))
+    for slot in ("_classes", "_normalizer", "_rules", "_always", "_triggers", "_compiled", "_en_words",
+                 "_start_words", "_word_info", "_lock", "_automata"):
+        setattr(full, slot, getattr(context, slot))
+    full._starts = [None] * len(context._starts)  # type: ignore[attr-defined]  # search the whole text
+    data = Path(__file__).resolve().parents[1] / "data"
+    texts = [e["text"] for name in ("text_gate_eval.yaml", "text_gate_eval_dev_extra.yaml")
+             for e in yaml.safe_load((data / name).read_text(encoding="utf-8")) if e["split"] == "dev"]
+    normalizer = get_normalizer()
+    for text in texts:
+        views = normalizer.views(text)
+        assert ({h[3] for h in context.hits(views)} == {h[3] for h in full.hits(views)}
+                and context.allowed_spans(views) == full.allowed_spans(views)), text
