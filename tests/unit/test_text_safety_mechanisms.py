@@ -480,6 +480,9 @@ def test_scene_rules_catch_unlisted_scenes(text, category):
     "小狗把骨头咬断了", "熊猫把竹子咬成一段一段", "小熊用锤子敲钉子做鸟窝", "小猫把毛线球撕开了",
     "小猪吃血糯米", "小鸭子吃鸭血粉丝汤", "小熊喝红酒色的果汁", "小兔子在鬼屋游乐园玩得很开心",
     "a bunny with a cocktail umbrella in her juice", "🐶👉🦴😂", "🐸🍄🌈",
+    "papa penguin catches fish",  # an English word that reads as pinyin is ignored
+    "the bear is a vampire with plastic fangs", "a pirate ship with a skull flag made of cardboard",
+    "the nurse rabbit gives the kitten a shot in her paw", "小熊戴着吸血鬼的假牙", "小男孩拿刀切苹果给小狗吃",
 ])
 def test_scene_rules_leave_innocent_look_alikes(text):
     _passes(text)
