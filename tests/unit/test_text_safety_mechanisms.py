@@ -465,6 +465,9 @@ def test_context_rules_tried_at_first_words_find_what_a_full_search_finds():
     ("👉🐷🤣🤣", "bullying"),
     ("🐭🍄🌈😵", "drugs_alcohol_tobacco"),
     ("🐱⚰️", "violence_gore"),
+    ("a wolf with human teeth and a human face", "horror"),
+    ("a witch cooking a little boy in her oven", "horror"),
+    ("一只嘴巴被缝起来的小熊", "horror"),
 ])
 def test_scene_rules_catch_unlisted_scenes(text, category):
     _refused(text, category)
@@ -480,6 +483,7 @@ def test_scene_rules_catch_unlisted_scenes(text, category):
     "小狗把骨头咬断了", "熊猫把竹子咬成一段一段", "小熊用锤子敲钉子做鸟窝", "小猫把毛线球撕开了",
     "小猪吃血糯米", "小鸭子吃鸭血粉丝汤", "小熊喝红酒色的果汁", "小兔子在鬼屋游乐园玩得很开心",
     "a bunny with a cocktail umbrella in her juice", "🐶👉🦴😂", "🐸🍄🌈",
+    "a witch baking cookies in her oven for the children", "a snowman whose face melts in the sun",
     "papa penguin catches fish",  # an English word that reads as pinyin is ignored
     "the bear is a vampire with plastic fangs", "a pirate ship with a skull flag made of cardboard",
     "the nurse rabbit gives the kitten a shot in her paw", "小熊戴着吸血鬼的假牙", "小男孩拿刀切苹果给小狗吃",
