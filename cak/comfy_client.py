@@ -452,6 +452,8 @@ class ComfyClient:
 # What a stream puts in a prompt's inbox besides its events.
 _LOST = object()      # the socket dropped: events may have been missed
 _ACTIVITY = object()  # a binary frame (a preview) while the prompt runs: it is alive
+# After these (``executing`` with ``node: null`` included) ComfyUI is no longer running the prompt.
+_PROMPT_ENDS = frozenset({"executing", "execution_success", "execution_error", "execution_interrupted"})
 
 
 class PromptStream:
@@ -527,9 +529,8 @@ class PromptStream:
         kind = message["type"]
         if kind == "execution_start" or (kind == "executing" and data.get("node") is not None):
             self._executing = prompt_id
-        elif kind in ("execution_success", "execution_error", "execution_interrupted") or kind == "executing":
-            if self._executing == prompt_id:
-                self._executing = None
+        elif kind in _PROMPT_ENDS and self._executing == prompt_id:
+            self._executing = None
         inbox = self._inboxes.get(prompt_id)
         if inbox is not None:
             inbox.put_nowait(ComfyEvent(kind, data, time.monotonic()))
