@@ -485,12 +485,14 @@ class PromptStream:
         self._task = asyncio.create_task(self._read(), name=f"events of {self.client.base_url}")
 
     async def close(self) -> None:
+        """Drop the socket without the closing handshake: the process is being stopped (a stopped or
+        hung one would not answer it, and waiting ``close_timeout`` would only delay its restart)."""
         self._closed = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._socket is not None:
-            await self._socket.close()
+            self._socket.transport.abort()
         self.connected.clear()
 
     def subscribe(self, prompt_id: str) -> asyncio.Queue[Any]:
