@@ -8,10 +8,12 @@ Two graphs: a trivial one (EmptyImage 64x64 -> SaveImage, milliseconds in ComfyU
 job so nothing is cached) and the CPU workflow (``cute_animal_cpu``, 2 steps). For each:
 
 - ComfyUI alone: sequential latency (``ComfyClient.run`` + image download) and a burst (every
-  prompt posted at once, one websocket, until the last ``execution_success``);
+  prompt posted at once, concurrently, one websocket, until the last ``execution_success``);
 - through the supervisor with ``jobs.prefetch`` 0 and 1, one and two instances: sequential latency
-  (POST /v1/jobs -> the final state on the job's event stream) and a burst (every job submitted,
-  each followed on its event stream; jobs/s until the last final state).
+  (POST /v1/jobs -> the final state on the job's event stream) and a burst (every job submitted
+  at once, concurrently, each followed on its event stream; jobs/s until the last final state).
+  Submitted one after the other, each submission would wait for its own fsync (the 202 waits until
+  the job is on disk), which caps a burst at ~1/fsync; submitted together they share fsyncs.
 
 Overhead = median supervisor latency - median ComfyUI-alone latency for the same graph. Clients
 follow the event stream (no polling), so the bench itself stays light on the two cores.
@@ -102,12 +104,15 @@ async def comfy_burst(url: str, case: Case, count: int, seed: int) -> float:
     client_id = uuid.uuid4().hex
     ws_url = url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
     async with aiohttp.ClientSession() as session, session.ws_connect(ws_url) as socket:
-        ids = {str(uuid.uuid4()) for _ in range(count)}
-        started = time.perf_counter()
-        for n, prompt_id in enumerate(ids):
+        ids = [str(uuid.uuid4()) for _ in range(count)]
+
+        async def post(n: int, prompt_id: str) -> None:
             async with session.post(f"{url}/prompt", json={"prompt": case.graph(seed + n), "client_id": client_id,
                                                            "prompt_id": prompt_id}) as response:
                 response.raise_for_status()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(post(n, prompt_id) for n, prompt_id in enumerate(ids)))
         left = set(ids)
         async for message in socket:
             if message.type != aiohttp.WSMsgType.TEXT:
@@ -185,8 +190,8 @@ async def through_supervisor(base: Path, case: Case, instances: int, prefetch: i
                 await submit_and_follow(client, case.body(seed + n))
                 latencies.append(time.perf_counter() - started)
             started = time.perf_counter()
-            submitted = [await client.request("POST", "/v1/jobs", body=case.body(seed + 1000 + n))
-                         for n in range(burst)]
+            submitted = await asyncio.gather(*(client.request("POST", "/v1/jobs", body=case.body(seed + 1000 + n))
+                                               for n in range(burst)))
             await asyncio.gather(*(follow(client, job["id"]) for job in submitted))
             rate = burst / (time.perf_counter() - started)
     finally:

@@ -9,6 +9,7 @@ run can end has its own error class (``cak.errors``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import time
@@ -199,7 +200,8 @@ class ComfyClient:
 
     async def run(self, graph: dict, *, on_event: EventHandler | None = None, timeout: float | None = None,
                   step_timeout: float | None = None, prompt_id: str | None = None,
-                  client_id: str | None = None, on_submitted: Callable[[], None] | None = None) -> RunResult:
+                  client_id: str | None = None, on_submitted: Callable[[], None] | None = None,
+                  stream: PromptStream | None = None) -> RunResult:
         """Submit ``graph`` and follow it to its end.
 
         ``timeout`` bounds the whole run (queue time included); ``step_timeout`` is the longest
@@ -207,7 +209,12 @@ class ComfyClient:
         timeout the prompt is interrupted before the error is raised. ``client_id``: the run's own
         websocket session (ComfyUI keeps one socket per client id, so runs that overlap on one
         server need one each); ``on_submitted`` is called once ComfyUI has queued the prompt.
+        ``stream``: follow the prompt on that long-lived socket (its client id) instead of opening
+        one for this run.
         """
+        if stream is not None:
+            return await self._run_on_stream(graph, stream, prompt_id or str(uuid.uuid4()), on_event, timeout,
+                                             step_timeout, on_submitted)
         tracker = _RunTracker(prompt_id or str(uuid.uuid4()), on_event, timeout, step_timeout,
                               client_id or self.client_id)
         socket = await self._connect_socket(tracker.client_id, first=True)
@@ -223,11 +230,80 @@ class ComfyClient:
         finally:
             await socket.close()
 
-    async def _connect_socket(self, client_id: str, first: bool) -> ClientConnection:
+    async def _run_on_stream(self, graph: dict, stream: PromptStream, prompt_id: str,
+                             on_event: EventHandler | None, timeout: float | None, step_timeout: float | None,
+                             on_submitted: Callable[[], None] | None) -> RunResult:
+        tracker = _RunTracker(prompt_id, on_event, timeout, step_timeout, stream.client_id)
+        inbox = stream.subscribe(prompt_id)  # before the POST: no event of the prompt is missed
+        try:
+            if not stream.connected.is_set():
+                await self._until_stream_back(stream, tracker)
+            try:
+                await self.submit(graph, tracker.prompt_id, tracker.client_id)
+                if on_submitted is not None:
+                    on_submitted()
+                entry = await self._follow_inbox(stream, inbox, tracker)
+                return await self._finish(tracker, entry)
+            except RunTimeout:
+                await self._cancel_quietly(tracker.prompt_id)
+                raise
+        finally:
+            stream.unsubscribe(prompt_id)
+
+    async def _follow_inbox(self, stream: PromptStream, inbox: asyncio.Queue[Any], tracker: _RunTracker) -> dict:
+        """The prompt's events as the stream hands them over, until it ends; a dropped socket is
+        reconciled from /history once the stream is back."""
+        while True:
+            try:
+                async with asyncio.timeout(tracker.next_wait()):
+                    item = await inbox.get()
+            except TimeoutError:
+                try:
+                    entry = await self._reconcile(tracker, raise_gone=False)
+                except _SocketLost:
+                    entry = await self._after_stream_loss(stream, tracker)
+                if entry is not None:
+                    return entry
+                tracker.check_deadlines()
+                continue
+            if item is _ACTIVITY:
+                tracker.saw_activity()
+                continue
+            if item is _LOST:
+                entry = await self._after_stream_loss(stream, tracker)
+            else:
+                entry = await self._handle(tracker, item)
+            if entry is not None:
+                return entry
+
+    async def _after_stream_loss(self, stream: PromptStream, tracker: _RunTracker) -> dict | None:
+        """Events may have been missed: wait for the socket, then ask /history where the prompt is."""
+        lost_at = time.monotonic()
+        await self._until_stream_back(stream, tracker)
+        tracker.reconnects += 1
+        await tracker.emit(ComfyEvent(RECONNECTED, {"attempt": stream.reconnects,
+                                                     "downtime_s": round(time.monotonic() - lost_at, 3)},
+                                      time.monotonic()))
+        return await self._reconcile(tracker)
+
+    async def _until_stream_back(self, stream: PromptStream, tracker: _RunTracker) -> None:
+        """Until the stream is connected; ``ServerGone`` after ``reconnect_window`` without it."""
+        lost_at = time.monotonic()
+        while not stream.connected.is_set():
+            if time.monotonic() - lost_at > self.reconnect_window:
+                raise ServerGone(f"{self.base_url} went away during prompt {tracker.prompt_id} and did not "
+                                 f"come back within {self.reconnect_window:g} s ({stream.last_error})")
+            tracker.check_deadlines()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await stream.connected.wait()
+
+    async def _connect_socket(self, client_id: str, first: bool, compression: str | None = "deflate") -> ClientConnection:
         """Open the websocket; a failure on the first try says whether anything answered at all."""
         try:
             return await connect(self._ws_url(client_id), open_timeout=self.connect_timeout, proxy=None,
-                                 max_size=None, ping_interval=20, ping_timeout=60, close_timeout=2)
+                                 max_size=None, ping_interval=20, ping_timeout=60, close_timeout=2,
+                                 compression=compression)
         except (TimeoutError, OSError, InvalidHandshake, InvalidURI) as exc:
             if not first:
                 raise _SocketLost(_reason(exc)) from exc
@@ -273,21 +349,28 @@ class ComfyClient:
             event = tracker.parse(frame)
             if event is None:
                 continue
-            await tracker.emit(event)
-            if event.type == "executed" and event.data.get("output") is not None:
-                tracker.outputs[str(event.data.get("node"))] = event.data["output"]
-            if event.type == "execution_success":
-                if tracker.reconnects == 0 and tracker.outputs:
-                    # ComfyUI 0.3.x sends every output node's ``executed`` (cached ones too) with what
-                    # /history would list: no second round trip. After a reconnect (some may have
-                    # been missed) or without any (another server), /history says.
-                    return {"outputs": tracker.outputs}
-                return await self._history_after_success(tracker)
-            if event.type == "execution_error":
-                raise execution_error(tracker.prompt_id, event.data)
-            if event.type == "execution_interrupted":
-                raise Interrupted(tracker.prompt_id, _str_or_none(event.data.get("node_id")),
-                                  event.data.get("node_type"))
+            entry = await self._handle(tracker, event)
+            if entry is not None:
+                return entry
+
+    async def _handle(self, tracker: _RunTracker, event: ComfyEvent) -> dict | None:
+        """One event of the prompt: its history entry once it succeeded, its error if it failed."""
+        await tracker.emit(event)
+        if event.type == "executed" and event.data.get("output") is not None:
+            tracker.outputs[str(event.data.get("node"))] = event.data["output"]
+        if event.type == "execution_success":
+            if tracker.reconnects == 0 and tracker.outputs:
+                # ComfyUI 0.3.x sends every output node's ``executed`` (cached ones too) with what
+                # /history would list: no second round trip. After a reconnect (some may have
+                # been missed) or without any (another server), /history says.
+                return {"outputs": tracker.outputs}
+            return await self._history_after_success(tracker)
+        if event.type == "execution_error":
+            raise execution_error(tracker.prompt_id, event.data)
+        if event.type == "execution_interrupted":
+            raise Interrupted(tracker.prompt_id, _str_or_none(event.data.get("node_id")),
+                              event.data.get("node_type"))
+        return None
 
     async def _history_after_success(self, tracker: _RunTracker) -> dict:
         deadline = time.monotonic() + HISTORY_GRACE_S
@@ -364,6 +447,116 @@ class ComfyClient:
                          outputs=outputs, cached_nodes=list(dict.fromkeys(tracker.cached_nodes)),
                          duration_s=round(time.monotonic() - tracker.started, 3),
                          reconnects=tracker.reconnects, events=tracker.events)
+
+
+# What a stream puts in a prompt's inbox besides its events.
+_LOST = object()      # the socket dropped: events may have been missed
+_ACTIVITY = object()  # a binary frame (a preview) while the prompt runs: it is alive
+# After these (``executing`` with ``node: null`` included) ComfyUI is no longer running the prompt.
+_PROMPT_ENDS = frozenset({"executing", "execution_success", "execution_error", "execution_interrupted"})
+
+
+class PromptStream:
+    """One long-lived websocket to a ComfyUI (one client id), its events handed to each prompt by id.
+
+    For a server that runs many prompts one after the other (the supervisor's instances): no connect
+    and close per prompt, and no compression on a local socket. It reconnects when the socket drops
+    (with backoff, until ``close``); every prompt following it then gets ``_LOST`` and reconciles
+    from ``/history``. Binary frames (previews) carry no prompt id: they go to the prompt ComfyUI said
+    it is executing.
+    """
+
+    def __init__(self, client: ComfyClient, client_id: str | None = None) -> None:
+        self.client = client
+        self.client_id = client_id or uuid.uuid4().hex
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+        self.last_error = ""
+        self._inboxes: dict[str, asyncio.Queue[Any]] = {}
+        self._executing: str | None = None
+        self._socket: ClientConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def open(self) -> None:
+        """Connect (raising like ``ComfyClient.run`` when nothing, or not a ComfyUI, answers), then read."""
+        self._socket = await self.client._connect_socket(self.client_id, first=True, compression=None)
+        self.connected.set()
+        self._task = asyncio.create_task(self._read(), name=f"events of {self.client.base_url}")
+
+    async def close(self) -> None:
+        """Drop the socket without the closing handshake: the process is being stopped (a stopped or
+        hung one would not answer it, and waiting ``close_timeout`` would only delay its restart)."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._socket is not None:
+            self._socket.transport.abort()
+        self.connected.clear()
+
+    def subscribe(self, prompt_id: str) -> asyncio.Queue[Any]:
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._inboxes[prompt_id] = inbox
+        return inbox
+
+    def unsubscribe(self, prompt_id: str) -> None:
+        self._inboxes.pop(prompt_id, None)
+
+    async def _read(self) -> None:
+        while not self._closed:
+            assert self._socket is not None
+            try:
+                frame = await self._socket.recv()
+            except (ConnectionClosed, OSError) as exc:
+                self.last_error = _reason(exc)
+                await self._reconnect()
+                continue
+            if isinstance(frame, bytes):
+                inbox = self._inboxes.get(self._executing) if self._executing else None
+                if inbox is not None:
+                    inbox.put_nowait(_ACTIVITY)
+                continue
+            self._dispatch(frame)
+
+    def _dispatch(self, frame: str) -> None:
+        try:
+            message = json.loads(frame)
+        except ValueError:
+            return
+        if not isinstance(message, dict) or message.get("type") not in PROMPT_EVENTS:
+            return
+        data = message.get("data") or {}
+        prompt_id = str(data.get("prompt_id"))
+        kind = message["type"]
+        if kind == "execution_start" or (kind == "executing" and data.get("node") is not None):
+            self._executing = prompt_id
+        elif kind in _PROMPT_ENDS and self._executing == prompt_id:
+            self._executing = None
+        inbox = self._inboxes.get(prompt_id)
+        if inbox is not None:
+            inbox.put_nowait(ComfyEvent(kind, data, time.monotonic()))
+
+    async def _reconnect(self) -> None:
+        """Tell every prompt, then connect again with backoff (0.2 s doubling to 2 s) until closed."""
+        self.connected.clear()
+        self._executing = None
+        for inbox in self._inboxes.values():
+            inbox.put_nowait(_LOST)
+        if self._socket is not None:
+            await self._socket.close()
+        delay = 0.2
+        while not self._closed:
+            try:
+                self._socket = await self.client._connect_socket(self.client_id, first=False, compression=None)
+            except _SocketLost as exc:
+                self.last_error = str(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            self.reconnects += 1
+            self.connected.set()
+            return
 
 
 class _RunTracker:

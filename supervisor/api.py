@@ -254,13 +254,15 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     with service.events.listen(job.id) as queue:
         job = await service.store.get(job.id) or job  # after subscribing: no change can slip between
-        await _send_event(response, "state", {"type": "state", "state": job.state, "error": job.error,
-                                              "category": job.category})
+        chunks = [_event_bytes("state", {"type": "state", "state": job.state, "error": job.error,
+                                         "category": job.category})]
         progress = service.events.progress(job.id)
         if progress is not None:
-            await _send_event(response, "progress", progress)
+            chunks.append(_event_bytes("progress", progress))
         if job.terminal:
+            await response.write_eof(b"".join(chunks))
             return response
+        await response.write(b"".join(chunks))
         keepalive = service.settings.http.sse_keepalive_s
         while True:
             try:
@@ -269,13 +271,26 @@ async def job_events(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue
-            await _send_event(response, event["type"], event)
-            if event["type"] == "state" and event["state"] in TERMINAL_STATES:
+            # Whatever else is already waiting goes in the same write (a short job's events come in a
+            # rush: one write, not one per event), and the final state with the end of the stream.
+            chunks = [_event_bytes(event["type"], event)]
+            final = _is_final(event)
+            while not final and not queue.empty():
+                event = queue.get_nowait()
+                chunks.append(_event_bytes(event["type"], event))
+                final = _is_final(event)
+            if final:
+                await response.write_eof(b"".join(chunks))
                 return response
+            await response.write(b"".join(chunks))
 
 
-async def _send_event(response: web.StreamResponse, name: str, data: dict[str, Any]) -> None:
-    await response.write(f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode())
+def _is_final(event: dict[str, Any]) -> bool:
+    return event["type"] == "state" and event["state"] in TERMINAL_STATES
+
+
+def _event_bytes(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
 def job_json(service: JobService, job: Job) -> dict[str, Any]:

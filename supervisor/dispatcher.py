@@ -186,7 +186,12 @@ class Dispatcher:
                 log.exception("dispatch failed; retrying in %.0f s", POLL_INTERVAL_S)
 
     async def _dispatch_queued(self) -> None:
-        while (await self.store.counts())[QUEUED] > 0:
+        """Claim queued jobs, each for the instance the pool lends, while any is queued.
+
+        "Any queued?" is the oldest queued job's id through the (state, created_at) index, not a
+        count of every stored job by state (which grows with the history).
+        """
+        while await self.store.list(QUEUED, limit=1):
             instance = await self.pool.acquire()
             self._unavailable_logged = False
             try:
@@ -228,7 +233,7 @@ class Dispatcher:
             if committed:
                 log.info("job succeeded", extra={**where, "images": len(names)})
                 self.metrics.attempts.labels(SUCCEEDED).inc()
-                await self._ended(job, SUCCEEDED)
+                self._succeeded(job)
             else:
                 await self._ended_elsewhere(job)
         except InstanceLost as exc:
@@ -268,7 +273,6 @@ class Dispatcher:
             await self._final(job, attempt, FAILED, "supervisor_error", where, error=f"internal error: {exc}")
         finally:
             self.pool.release(instance)  # a no-op for an instance that was lost meanwhile
-            self.wake()
 
     def _on_event(self, job_id: str, instance: JobInstance, attempt: int) -> Callable[[ComfyEvent], None]:
         def handle(event: ComfyEvent) -> None:
@@ -290,6 +294,7 @@ class Dispatcher:
                         outcome, extra=where)
         if after.state == QUEUED:
             self.events.state(job.id, QUEUED, reason=reason)
+            self.wake()
         else:
             await self._ended(after, after.state)
 
@@ -301,6 +306,11 @@ class Dispatcher:
             await self._ended(job, state)
         else:
             await self._ended_elsewhere(job)
+
+    def _succeeded(self, job: Job) -> None:
+        """Like ``_ended``, without reading the job back: a success has no error or category."""
+        self.metrics.job_duration.labels(SUCCEEDED).observe(max(0.0, time.time() - job.created_at))
+        self.events.state(job.id, SUCCEEDED, error=None, category=None)
 
     async def _ended(self, job: Job, state: str) -> None:
         """A final state: its duration, and the news to whoever follows the job."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cak.comfy_client import ComfyClient
+from cak.comfy_client import ComfyClient, PromptStream
 from cak.comfy_process import ComfyLaunch, ComfyProcess, ComfyStartError, wait_exit
 from cak.errors import ComfyError, RunTimeout
 from cak.install_state import InstallState
@@ -114,6 +114,11 @@ class Claim:
         return self.instance.client if self.life is self.instance.lifetime else None
 
     @property
+    def stream(self) -> PromptStream | None:
+        """The instance's one websocket, on which the prompt's events arrive."""
+        return self.instance.stream if self.life is self.instance.lifetime else None
+
+    @property
     def process(self) -> ComfyProcess:
         return self.instance.process
 
@@ -202,6 +207,7 @@ class Instance:
         self.state = InstanceState.STOPPED
         self.lifetime: Lifetime | None = None
         self.client: ComfyClient | None = None  # for jobs; open while the process serves
+        self.stream: PromptStream | None = None  # every job's events, one socket while the process serves
         self.watchdog: Watchdog | None = None
         self.jobs_run = 0
         self.restarts: Counter[str] = Counter()
@@ -342,6 +348,9 @@ class Instance:
         if self.watchdog is not None:
             await self.watchdog.stop()
             self.watchdog = None
+        if self.stream is not None:
+            await self.stream.close()
+            self.stream = None
         if self.client is not None:
             await self.client.close()
             self.client = None
@@ -378,17 +387,32 @@ class Instance:
                                  log=self.log, pid=lambda: self.pid, job_client=lambda: self.client,
                                  on_gpu=self.config.cuda_device is not None)
         await self.watchdog.open()
+        if not await self._open_stream(life):
+            return False
         if self.health.warmup and not await self._warm_up(life):
             return False
         if self.health.warmup:
             await self.watchdog.take_baseline()
         return not life.ended.done()
 
+    async def _open_stream(self, life: Lifetime) -> bool:
+        """The one websocket every job of this process follows (it reconnects by itself if dropped)."""
+        assert self.client is not None
+        stream = PromptStream(self.client)
+        try:
+            await stream.open()
+        except ComfyError as exc:
+            self.log.error("cannot open the event socket: %s", exc)
+            life.end("unresponsive" if self.process.running() else "crash")
+            return False
+        self.stream = stream
+        return True
+
     async def _warm_up(self, life: Lifetime) -> bool:
         graph = warmup_graph(self.health.warmup_graph)
         started = time.monotonic()
         run = asyncio.create_task(self.client.run(graph, timeout=self.health.warmup_timeout_s,
-                                                  step_timeout=self.health.step_timeout_s))
+                                                  step_timeout=self.health.step_timeout_s, stream=self.stream))
         await asyncio.wait({run, life.ended}, return_when=asyncio.FIRST_COMPLETED)
         if life.ended.done():
             run.cancel()

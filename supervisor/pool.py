@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 import inspect
 import logging
-import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -148,8 +147,8 @@ class Pool:
             raise InstanceLost(self._lost_reason(claim, life.ended.result()), instance.name)
         if claim.withdrawn.done():
             raise InstanceLost(NOT_STARTED, instance.name)
-        client = claim.client
-        if client is None:
+        client, stream = claim.client, claim.stream
+        if client is None or stream is None:
             raise InstanceLost("crash", instance.name)
 
         async def relay(event: ComfyEvent) -> None:
@@ -160,8 +159,8 @@ class Pool:
                     await result
 
         instance.job_started(claim, timeout if timeout is not None else self.config.health.job_timeout_s)
-        job = asyncio.create_task(client.run(graph, on_event=relay, prompt_id=claim.prompt_id,
-                                             client_id=uuid.uuid4().hex, on_submitted=claim.submitted.set),
+        job = asyncio.create_task(client.run(graph, on_event=relay, prompt_id=claim.prompt_id, stream=stream,
+                                             on_submitted=claim.submitted.set),
                                   name=f"job on {instance.name}")
         try:
             await asyncio.wait({job, life.ended, claim.withdrawn}, return_when=asyncio.FIRST_COMPLETED)

@@ -22,7 +22,7 @@ from typing import Protocol
 from cak.comfy_client import ComfyClient
 from cak.errors import ComfyError
 
-from .process_watch import tree_memory
+from .process_watch import ProcessTree
 from .settings import HealthSettings
 
 MB = 2**20
@@ -76,6 +76,7 @@ class Watchdog:
         self._idle_period = times.idle_since
         self._frees_sent = 0  # idle /free requests sent in the current idle period
         self._tasks: list[asyncio.Task[None]] = []
+        self._tree: ProcessTree | None = None
 
     async def open(self) -> None:
         await self.probe_client.__aenter__()
@@ -134,10 +135,15 @@ class Watchdog:
             await asyncio.sleep(self.health.memory_interval_s)
             await self.check_memory()
 
-    async def measure(self) -> tuple[float | None, float | None]:
-        """(RSS of the process tree, device memory) in MB, also reported as ``measured``."""
+    async def measure(self, rescan: bool = True) -> tuple[float | None, float | None]:
+        """(RSS of the process tree, device memory) in MB, also reported as ``measured``.
+
+        ``rescan=False`` (after a job): the processes of the tree as the last walk found them.
+        """
         pid = self._pid()
-        memory = None if pid is None else await asyncio.to_thread(tree_memory, pid)
+        if pid is not None and (self._tree is None or self._tree.pid != pid):
+            self._tree = ProcessTree(pid)
+        memory = None if pid is None else await asyncio.to_thread(self._tree.memory, rescan)
         rss = None if memory is None else memory.rss_mb
         device = self._device_mem_mb()
         self.report.measured(rss, device)
@@ -166,10 +172,10 @@ class Watchdog:
         """Check memory between jobs, so a leak restarts before the next job, not during it."""
         if self.baseline_rss_mb is None:
             await self.take_baseline()  # no warm-up: the first job loaded the models
-        await self.check_memory()
+        await self.check_memory(rescan=False)
 
-    async def check_memory(self) -> None:
-        rss, device = await self.measure()
+    async def check_memory(self, rescan: bool = True) -> None:
+        rss, device = await self.measure(rescan)
         problem = self.leak(rss, device)
         if problem:
             self.report.leak(problem)

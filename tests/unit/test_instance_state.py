@@ -138,7 +138,7 @@ def test_leak_measurements_become_a_leak_report_with_the_reason():
                             log=SimpleNamespace(info=lambda *a: None), pid=lambda: None,  # type: ignore[arg-type]
                             job_client=lambda: None)
 
-        async def measure() -> tuple[float | None, float | None]:
+        async def measure(rescan: bool = True) -> tuple[float | None, float | None]:
             return next(memory)
 
         watchdog.measure = measure  # type: ignore[method-assign]

@@ -9,13 +9,21 @@ import subprocess
 import sys
 import time
 
+import psutil
+
 from cak.comfy_process import wait_exit
-from supervisor.process_watch import tree_memory
+from supervisor.process_watch import ProcessTree, tree_memory
+from tests.support.waiting import wait_until
 
 CHILD_WITH_GRANDCHILD = (
     "import subprocess, sys, time; "
     "subprocess.Popen([sys.executable, '-c', "
     "'import time; b = bytearray(b\"x\") * (64 << 20); time.sleep(60)']); "
+    "time.sleep(60)"
+)
+CHILD_THEN_GRANDCHILD = (  # the grandchild starts once a line arrives on stdin
+    "import subprocess, sys, time; sys.stdin.readline(); "
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
     "time.sleep(60)"
 )
 
@@ -52,3 +60,25 @@ def test_tree_memory_counts_descendants():
         os.killpg(popen.pid, signal.SIGKILL)
         popen.wait()
     assert tree_memory(popen.pid) is None
+
+
+def test_process_tree_walks_the_descendants_only_when_asked():
+    """The check after each job reuses the last walk; a child started since counts from the next walk."""
+    popen = subprocess.Popen([sys.executable, "-c", CHILD_THEN_GRANDCHILD], stdin=subprocess.PIPE,
+                             start_new_session=True)
+    try:
+        tree = ProcessTree(popen.pid)
+        first = tree.memory()
+        assert first is not None and first.processes == 1
+        assert popen.stdin is not None
+        popen.stdin.write(b"go\n")
+        popen.stdin.flush()
+        wait_until(lambda: psutil.Process(popen.pid).children(), "the grandchild started", timeout=60)
+        reused = tree.memory(rescan=False)
+        assert reused is not None and reused.processes == 1
+        walked = tree.memory(rescan=True)
+        assert walked is not None and walked.processes == 2
+    finally:
+        os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
+    assert tree.memory(rescan=False) is None
