@@ -67,7 +67,7 @@ log = logging.getLogger("supervisor.store")
 CHANNEL = "cak_jobs"
 MIGRATION_LOCK = 0x63616B6A  # "cakj": the advisory lock key of schema changes
 NOW = "extract(epoch from now())::float8"  # the database's clock, as Unix seconds
-CONNECT_TIMEOUT_S = 5.0  # waiting longer for a connection: the database is unavailable
+CONNECT_TIMEOUT_S = 3.0  # waiting longer for a connection: the database is unavailable
 LISTEN_RETRY_S = 1.0
 DOWN_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
