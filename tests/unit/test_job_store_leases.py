@@ -265,3 +265,52 @@ def test_the_password_of_the_url_is_never_in_an_error(tmp_path):
 
     message = run(scenario())
     assert "s3cret-pw" not in message and "cak@127.0.0.1:1/cak" in message
+
+
+def test_other_hosts_hear_state_changes_and_progress_through_notify(tmp_path, pg_store_url):
+    async def scenario():
+        a = PostgresJobStore(pg_store_url, tmp_path / "a", "host-a", 30)
+        b = PostgresJobStore(pg_store_url, tmp_path / "b", "host-b", 30)
+        heard_by_a: list = []
+        heard_by_b: list = []
+        a.on_remote_event(lambda *event: heard_by_a.append(event))
+        b.on_remote_event(lambda *event: heard_by_b.append(event))
+        await a.open()
+        await b.open()
+        await asyncio.sleep(0.5)  # both LISTEN connections are up (a NOTIFY is never replayed)
+        job, _ = await a.submit(REQUEST)
+        await a.claim_next("a0")
+        progress = {"type": "progress", "instance": "a0", "attempt": 1, "node": "3", "value": 2, "max": 4,
+                    "fraction": 0.5}
+        await a.set_progress(job.id, progress)
+        stage(a, job.id, 1, b"png")
+        await a.complete(job.id, 1, ["0.png"])
+        deadline = time.monotonic() + 60
+        while len(heard_by_b) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await a.close()
+        await b.close()
+        return job.id, heard_by_a, heard_by_b, progress
+
+    job_id, heard_by_a, heard_by_b, progress = run(scenario())
+    assert heard_by_a == []  # a host does not hear itself: its own JobEvents already has the news
+    assert [(event[0], event[1]) for event in heard_by_b] == [(job_id, RUNNING)] * 2 + [(job_id, SUCCEEDED)]
+    assert heard_by_b[1][2] == {"progress": progress}
+
+
+def test_late_readers_on_other_hosts_get_the_last_progress_from_the_row(tmp_path, pg_store_url):
+    async def scenario():
+        a = PostgresJobStore(pg_store_url, tmp_path / "a", "host-a", 30)
+        b = PostgresJobStore(pg_store_url, tmp_path / "b", "host-b", 30)
+        await a.open()
+        await b.open()
+        job, _ = await a.submit(REQUEST)
+        await a.claim_next("a0")
+        await a.set_progress(job.id, {"type": "progress", "value": 1, "max": 4})
+        seen = await b.get(job.id)
+        await a.close()
+        await b.close()
+        return seen
+
+    seen = run(scenario())
+    assert seen.progress == {"type": "progress", "value": 1, "max": 4} and seen.lease_owner == "host-a"
