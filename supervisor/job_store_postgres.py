@@ -289,6 +289,8 @@ class PostgresJobStore(JobStore):
                 job_id = old["id"]
             elif state in TERMINAL_STATES:
                 await self._enqueue_webhook(db, job_id)
+            else:  # the other hosts' dispatchers look at the queue now, not at their next poll
+                await self._notify(db, job_id, QUEUED)
             job = await self._get(db, job_id)
         assert job is not None
         if on_committed is not None:
@@ -414,6 +416,7 @@ class PostgresJobStore(JobStore):
             elif row["state"] == RUNNING:
                 await db.execute(f"UPDATE jobs SET cancel_requested = true, updated_at = {NOW} WHERE id = %s",
                                  (job_id,))
+                await self._notify(db, job_id, RUNNING, cancel=True)  # its holder interrupts it now
             return await self._get(db, job_id)
 
     async def _enqueue_webhook(self, db: psycopg.AsyncConnection[Any], job_id: str) -> None:

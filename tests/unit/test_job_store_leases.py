@@ -286,7 +286,7 @@ def test_other_hosts_hear_state_changes_and_progress_through_notify(tmp_path, pg
         stage(a, job.id, 1, b"png")
         await a.complete(job.id, 1, ["0.png"])
         deadline = time.monotonic() + 60
-        while len(heard_by_b) < 3 and time.monotonic() < deadline:
+        while len(heard_by_b) < 4 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         await a.close()
         await b.close()
@@ -294,8 +294,9 @@ def test_other_hosts_hear_state_changes_and_progress_through_notify(tmp_path, pg
 
     job_id, heard_by_a, heard_by_b, progress = run(scenario())
     assert heard_by_a == []  # a host does not hear itself: its own JobEvents already has the news
-    assert [(event[0], event[1]) for event in heard_by_b] == [(job_id, RUNNING)] * 2 + [(job_id, SUCCEEDED)]
-    assert heard_by_b[1][2] == {"progress": progress}
+    assert [(event[0], event[1]) for event in heard_by_b] == [
+        (job_id, QUEUED), (job_id, RUNNING), (job_id, RUNNING), (job_id, SUCCEEDED)]
+    assert heard_by_b[2][2] == {"progress": progress}
 
 
 def test_late_readers_on_other_hosts_get_the_last_progress_from_the_row(tmp_path, pg_store_url):
@@ -314,3 +315,26 @@ def test_late_readers_on_other_hosts_get_the_last_progress_from_the_row(tmp_path
 
     seen = run(scenario())
     assert seen.progress == {"type": "progress", "value": 1, "max": 4} and seen.lease_owner == "host-a"
+
+
+def test_a_cancel_asked_on_one_host_is_announced_to_the_holder_at_once(tmp_path, pg_store_url):
+    async def scenario():
+        a = PostgresJobStore(pg_store_url, tmp_path / "a", "host-a", 30)
+        b = PostgresJobStore(pg_store_url, tmp_path / "b", "host-b", 30)
+        heard_by_a: list = []
+        a.on_remote_event(lambda *event: heard_by_a.append(event))
+        await a.open()
+        await b.open()
+        job, _ = await a.submit(REQUEST)
+        await a.claim_next("a0")
+        await asyncio.sleep(0.5)  # a's LISTEN connection is up
+        await b.cancel(job.id)
+        deadline = time.monotonic() + 60
+        while not heard_by_a and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await a.close()
+        await b.close()
+        return job.id, heard_by_a
+
+    job_id, heard = run(scenario())
+    assert heard == [(job_id, RUNNING, {"cancel": True})]
