@@ -50,6 +50,7 @@ from .job_request import FieldError, JobRequest
 from .job_store import (
     CANCELLED,
     FAILED,
+    HOST_LOST,
     NOT_STARTED,
     QUEUED,
     REJECTED,
@@ -224,9 +225,9 @@ class Dispatcher:
         for job in await self.store.requeue_expired(self.max_attempts):
             log.warning("requeued a job whose host stopped renewing its lease (%s): %s", job.attempts[-1].instance
                         if job.attempts else "?", job.state, extra={"job_id": job.id})
-            self.metrics.attempts.labels("host_lost").inc()
+            self.metrics.attempts.labels(HOST_LOST).inc()
             if job.state == QUEUED:
-                self.events.state(job.id, QUEUED, reason="host_lost")
+                self.events.state(job.id, QUEUED, reason=HOST_LOST)
                 self.wake()
             else:
                 await self._ended(job, job.state)
