@@ -129,6 +129,7 @@ class Dispatcher:
         self._unavailable_logged = False
         self._store_down = False
         self._lease_task: asyncio.Task[None] | None = None
+        self._progress_writes: set[asyncio.Future[None]] = set()
         self.host_state = host_state
         self.version = version
         self.kinds: dict[str, RequestKind] = {}
@@ -231,6 +232,13 @@ class Dispatcher:
                 self.wake()
             else:
                 await self._ended(job, job.state)
+
+    def _progress_written(self, task: asyncio.Future[None]) -> None:
+        """Progress is best effort: a database outage only skips it."""
+        self._progress_writes.discard(task)
+        if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(),
+                                                                                    StoreUnavailable):
+            log.warning("progress not stored: %s", task.exception())
 
     async def _stored(self, write: Callable[[], Awaitable[T]]) -> T:
         """A commit of a running job, tried again until the database answers (fencing decides)."""
@@ -362,7 +370,8 @@ class Dispatcher:
             if running is not None and progress is not None and now - running.progress_at >= PROGRESS_INTERVAL_S:
                 running.progress_at = now
                 task = asyncio.ensure_future(self.store.set_progress(job_id, progress))
-                task.add_done_callback(_ignore_unavailable)
+                self._progress_writes.add(task)  # held until done: the loop keeps only weak references
+                task.add_done_callback(self._progress_written)
         return handle
 
     async def _retry(self, job: Job, attempt: int, reason: str, where: dict[str, Any],
@@ -405,12 +414,6 @@ class Dispatcher:
         current = await self._stored(lambda: self.store.get(job.id))
         if current is not None:
             self.events.state(job.id, current.state, error=current.error, category=current.category)
-
-
-def _ignore_unavailable(task: asyncio.Future[None]) -> None:
-    """Progress is best effort: a database outage only skips it."""
-    if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), StoreUnavailable):
-        log.warning("progress not stored: %s", task.exception())
 
 
 def missing_model_files(node_errors: dict[str, Any]) -> list[str]:
