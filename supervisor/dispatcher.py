@@ -172,10 +172,11 @@ class Dispatcher:
 
     async def cancel(self, job_id: str) -> None:
         """Take a prefetched prompt out of ComfyUI's queue, or interrupt a running one; the job then
-        ends ``cancelled``."""
+        ends ``cancelled``. Once per attempt: the API, a NOTIFY and the lease renewal may all ask."""
         running = self._running.get(job_id)
-        if running is None:
+        if running is None or running.interrupted:
             return
+        running.interrupted = True
         if await self.pool.withdraw(running.instance):  # it never started: it never will
             log.info("cancelled before it started", extra={"job_id": job_id, "instance": running.instance.name})
             return
@@ -216,7 +217,6 @@ class Dispatcher:
             running = self._running.get(job_id)
             if running is None or running.interrupted:
                 continue
-            running.interrupted = True
             if job_id in renewal.lost:
                 log.warning("lease lost (this host was silent past jobs.lease_s and another host took the "
                             "job): interrupting it, committing nothing",
