@@ -55,6 +55,7 @@ TINY_GUARD = Path("guard") / "cak_tiny_qwen3guard"  # tools/tiny_guard_model.py 
 FREE_DISK_GB_FOR_ENV = 8.0
 CHROMIUM = "chromium"
 CJK_FONT = "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"
+PG_BIN = "/usr/lib/postgresql/15/bin"  # Debian bookworm's PostgreSQL server (tests/support/postgres_server.py)
 MARKERS_DIR = VAR_DIR / "install" / "markers"
 LOG_DIR = VAR_DIR / "install" / "logs"
 
@@ -340,6 +341,23 @@ class Installer:
                     raise StepFailed(f"`{' '.join(command)}` failed (no network to Debian's mirror?); "
                                      f"log: {log_path}")
 
+    def install_postgres(self) -> None:
+        """Debian's PostgreSQL server for the job-store tests (a test fixture starts its own server)."""
+        if not self.args.with_postgres or (Path(PG_BIN) / "pg_ctl").is_file():
+            return
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            raise StepFailed(f"{PG_BIN}/pg_ctl is missing: install Debian's postgresql package "
+                             "(sudo apt-get install postgresql), then run again")
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        log_path = LOG_DIR / "postgresql.log"
+        with log_path.open("w") as log:
+            for command in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"]):
+                say("    " + " ".join(command))
+                if subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}).returncode:
+                    raise StepFailed(f"`{' '.join(command)}` failed (no network to Debian's mirror?); "
+                                     f"log: {log_path}")
+
     def record(self) -> None:
         InstallState(
             comfyui_path=str(self.comfyui),
@@ -365,6 +383,7 @@ class Installer:
             ("write the small CPU models", self.generate_models),
             ("write the tiny guard model", self.generate_guard_model),
             ("install Chromium for the browser tests", self.install_browser),
+            ("install PostgreSQL for the job-store tests", self.install_postgres),
             ("record the set-up", self.record),
         ]
 
@@ -385,6 +404,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(default: models/ in this repository)")
     parser.add_argument("--with-browser", action="store_true",
                         help="also install Debian's chromium and a CJK font (as root) for the browser tests")
+    parser.add_argument("--with-postgres", action="store_true",
+                        help="also install Debian's postgresql (as root) for the PostgreSQL job-store tests")
     parser.add_argument("--no-venv", action="store_true",
                         help="install into the Python running this script instead of .venv")
     return parser.parse_args(argv)

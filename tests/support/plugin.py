@@ -54,3 +54,26 @@ def artifacts_dir() -> Path:
     """Where tests keep files worth looking at after a run (screenshots), kept across runs."""
     ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS_DIR
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory):
+    """One real PostgreSQL server for the session (tests.support.postgres_server); stopped at the end."""
+    from tests.support.postgres_server import INSTALL_HINT, PostgresTestServer, available
+    if not available():
+        pytest.fail(INSTALL_HINT)
+    server = PostgresTestServer(tmp_path_factory.mktemp("postgres"))
+    try:
+        server.init()
+    except Exception:
+        server.stop("immediate")
+        raise
+    yield server
+    server.stop("immediate")
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh database on the session's server (restarted if a test left it stopped)."""
+    postgres_server.ensure_running()
+    return postgres_server.new_database()
