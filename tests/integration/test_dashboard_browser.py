@@ -97,6 +97,8 @@ async def _wait_for_everything(page: Tab, job_id: str, rejected_id: str) -> dict
     instance_names = await page.evaluate(
         "[...document.querySelectorAll('[data-instance]')].map(c => c.dataset.instance)")
     jobs_run = await page.evaluate("[...document.querySelectorAll('.jobs-run')].map(e => +e.textContent)")
+    # One supervisor: GET /v1/hosts lists only itself, so no hosts block (several: docs/scaling.md).
+    assert await page.evaluate("document.getElementById('hosts-block').hidden")
     return {"states": states, "width": width, "category": category, "instances": instance_names,
             "jobs_run": jobs_run, "style": style, "webhook": webhook}
 
