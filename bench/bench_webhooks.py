@@ -28,7 +28,8 @@ from standardwebhooks import Webhook
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cak.comfy_process import free_port  # noqa: E402
-from supervisor.job_store import REJECTED, JobStore  # noqa: E402
+from supervisor.job_store import REJECTED  # noqa: E402
+from supervisor.job_store_sqlite import SqliteJobStore  # noqa: E402
 from supervisor.metrics import ServiceMetrics  # noqa: E402
 from supervisor.settings import WebhooksSettings  # noqa: E402
 from supervisor.webhook_delivery import WebhookSender  # noqa: E402
@@ -57,7 +58,7 @@ async def run(events: int, poll_s: float, single: int) -> None:
                                 max_attempts=5, timeout_s=10, backoff_base_s=1, backoff_cap_s=10,
                                 inline_images=False, inline_max_bytes=0, public_url=None, poll_interval_s=poll_s)
     with tempfile.TemporaryDirectory() as folder:
-        store = JobStore(Path(folder) / "jobs.sqlite3", Path(folder) / "out")
+        store = SqliteJobStore(Path(folder) / "jobs.sqlite3", Path(folder) / "out", "bench", 30.0)
         await store.open()
         sender = WebhookSender(store, settings, ServiceMetrics(list))
         sender.start()

@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import json
 import logging
+import mimetypes
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from .dashboard_routes import DASHBOARD_PATHS, add_dashboard_routes
 from .job_request import FieldError, valid_idempotency_key, valid_job_id
-from .job_store import STATES, TERMINAL_STATES, IdempotencyConflict, Job
+from .job_store import STATES, TERMINAL_STATES, IdempotencyConflict, Job, StoreUnavailable
 from .service import JobService, ServiceUnavailable
 from .settings import NAME_PATTERN
 
@@ -55,6 +56,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         for name in ("Allow", "WWW-Authenticate"):
             if name in exc.headers:
                 response.headers[name] = exc.headers[name]
+        return response
+    except StoreUnavailable as exc:  # the pool reconnects by itself; the client tries again
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        response = error_response(503, "database_unavailable", "the job database is unreachable right now; "
+                                  "try again shortly")
+        response.headers["Retry-After"] = "5"
         return response
     except RequestPayloadError as exc:  # the body does not match its Content-Encoding or chunked framing
         log.warning("unreadable body on %s %s (%s)", request.method, request.path,
@@ -108,6 +115,7 @@ def create_app(service: JobService) -> web.Application:
     app.router.add_get("/v1/jobs/{job_id}/images/{index}", get_image)
     app.router.add_get("/v1/jobs/{job_id}/events", job_events)
     app.router.add_get("/v1/instances", list_instances)
+    app.router.add_get("/v1/hosts", list_hosts)
     app.router.add_post("/v1/instances/{name}/restart", restart_instance)
     app.router.add_post("/v1/instances/{name}/drain", drain_instance)
     add_dashboard_routes(app)
@@ -236,11 +244,12 @@ async def get_image(request: web.Request) -> web.StreamResponse:
     index_text = request.match_info["index"]
     if not SMALL_INT.fullmatch(index_text) or int(index_text) >= len(job.images):
         return error_response(404, "not_found", f"job {job.id} has {len(job.images)} image(s)", field="index")
-    root = service.store.output_root.resolve()
-    path = service.store.image_path(job.images[int(index_text)]).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
+    name = job.images[int(index_text)].rpartition("/")[2]
+    data = await service.store.read_image(job.id, name)
+    if data is None:
         return error_response(404, "not_found", "the image file is gone")
-    return web.FileResponse(path, headers={"Cache-Control": "private, max-age=86400"})
+    return web.Response(body=data, content_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+                        headers={"Cache-Control": "private, max-age=86400"})
 
 
 async def job_events(request: web.Request) -> web.StreamResponse:
@@ -256,7 +265,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         job = await service.store.get(job.id) or job  # after subscribing: no change can slip between
         await _send_event(response, "state", {"type": "state", "state": job.state, "error": job.error,
                                               "category": job.category})
-        progress = service.events.progress(job.id)
+        progress = service.events.progress(job.id) or (job.progress if job.state == "running" else None)
         if progress is not None:
             await _send_event(response, "progress", progress)
         if job.terminal:
@@ -268,6 +277,14 @@ async def job_events(request: web.Request) -> web.StreamResponse:
                     event = await queue.get()
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
+                try:
+                    latest = await service.store.get(job.id)  # a notification missed during an outage
+                except StoreUnavailable:
+                    continue
+                if latest is not None and latest.terminal:
+                    await _send_event(response, "state", {"type": "state", "state": latest.state,
+                                                          "error": latest.error, "category": latest.category})
+                    return response
                 continue
             await _send_event(response, event["type"], event)
             if event["type"] == "state" and event["state"] in TERMINAL_STATES:
@@ -292,7 +309,7 @@ def job_json(service: JobService, job: Job) -> dict[str, Any]:
         "updated_at": job.updated_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
-        "progress": service.events.progress(job.id) if job.state == "running" else None,
+        "progress": (service.events.progress(job.id) or job.progress) if job.state == "running" else None,
         "attempts": [attempt.to_json() for attempt in job.attempts],
         "error": job.error,
         "category": job.category,
@@ -307,14 +324,16 @@ def job_json(service: JobService, job: Job) -> dict[str, Any]:
 async def list_instances(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     counts = await service.store.counts()
-    instances = [{
-        "name": snap.name, "url": snap.url, "state": snap.state, "pid": snap.pid,
-        "rss_mb": snap.rss_mb, "device_mem_mb": snap.device_mem_mb, "jobs_run": snap.jobs_run,
-        "restarts": dict(snap.restarts), "last_restart_reason": snap.last_restart_reason,
-        "started_at": snap.started_at,
-    } for snap in service.pool.snapshot()]
-    return web.json_response({"instances": instances, "queue_depth": counts["queued"],
+    return web.json_response({"instances": service.instances_json(), "queue_depth": counts["queued"],
                               "running_jobs": counts["running"]})
+
+
+async def list_hosts(request: web.Request) -> web.Response:
+    """The supervisors sharing the queue whose heartbeat is recent (one, with SQLite)."""
+    service = request.app[SERVICE_KEY]
+    counts = await service.store.counts()
+    hosts = [{**host.to_json(), "self": host.name == service.store.name} for host in await service.store.hosts()]
+    return web.json_response({"hosts": hosts, "queue_depth": counts["queued"], "running_jobs": counts["running"]})
 
 
 async def _instance_action(request: web.Request, action: str) -> web.Response:

@@ -21,7 +21,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -169,7 +168,7 @@ class ComfyDoor:
         self.gate = ImageGate(config.image_gate.threshold, config.image_gate.action)
         self.sockets = DoorSockets(self.queue_remaining)
         self.relay = EventRelay(self.sockets, self._lookup, self._finished_frames)
-        self.hidden = HiddenHistory(service.store.output_root / HIDDEN_FILE)  # what POST /history removed
+        self.hidden = HiddenHistory(service.settings.jobs.images_dir / HIDDEN_FILE)  # what POST /history removed
         self._object_info: tuple[float, ObjectInfo, dict[str, Any]] | None = None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -447,16 +446,15 @@ class ComfyDoor:
         if not any(image["filename"] == filename and image["type"] == kind
                    for output in outputs.values() for image in output["images"]):
             return web.Response(status=404)
-        path = self.service.store.image_path(f"{job.id}/{filename}")
-        return web.FileResponse(path, headers={"Content-Type": "image/png",
-                                               "Content-Disposition": f'filename="{filename}"'})
+        data = await self.service.store.read_image(job.id, filename)
+        if data is None:
+            return web.Response(status=404)
+        return web.Response(body=data, headers={"Content-Type": "image/png",
+                                                "Content-Disposition": f'filename="{filename}"'})
 
     async def _outputs(self, job: Job) -> dict[str, Any]:
-        path = self.service.store.image_path(f"{job.id}/{OUTPUTS_FILE}")
-        try:
-            return json.loads(await asyncio.to_thread(Path(path).read_text))
-        except FileNotFoundError:
-            return {}
+        data = await self.service.store.read_image(job.id, OUTPUTS_FILE)
+        return {} if data is None else json.loads(data)
 
     async def _history_entry(self, job: Job) -> dict[str, Any]:
         prompt_id = job.request["prompt_id"]
@@ -544,8 +542,8 @@ class ComfyDoor:
                     frames.append(("json", json_frame("executing", {"node": node_id, "display_node": node_id,
                                                                     "prompt_id": prompt_id})))
                     for image in images:
-                        path = self.service.store.image_path(f"{job.id}/{image['filename']}")
-                        frames.append(("bytes", png_frame(await asyncio.to_thread(Path(path).read_bytes))))
+                        data = await self.service.store.read_image(job.id, image["filename"])
+                        frames.append(("bytes", png_frame(data or b"")))
                     continue
                 refs = [{"filename": i["filename"], "subfolder": job.id, "type": i["type"]} for i in images]
                 frames.append(("json", json_frame("executed", {"node": node_id, "display_node": node_id,

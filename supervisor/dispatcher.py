@@ -6,6 +6,13 @@ Deterministic outcomes are final at once: an unsafe prompt or image is ``rejecte
 category, a refused graph is ``rejected``, a node error is ``failed``. Images are staged per
 attempt and become the job's result in the store's one transaction, so a job that ran twice still
 has exactly one result.
+
+The jobs it runs are leased to this supervisor in the store (``supervisor.job_store``): every
+``lease_s / 3`` the lease loop renews them, beats this host's heartbeat and requeues other hosts'
+expired jobs. A job whose renewal matched nothing was lost (this host was paused or cut off past
+its lease, and another host took the job): its ComfyUI is interrupted and, the store's writes being
+fenced, it commits nothing. A job whose cancel was asked on another host is interrupted the same
+way. While the database is unreachable the running jobs go on and their commits are retried.
 """
 
 from __future__ import annotations
@@ -16,10 +23,10 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from cak.comfy_client import ComfyClient
 from cak.comfy_process import ComfyProcess
@@ -51,6 +58,7 @@ from .job_store import (
     SUPERVISOR_SHUTDOWN,
     Job,
     JobStore,
+    StoreUnavailable,
 )
 from .metrics import ServiceMetrics
 from .pool import InstanceLost, Pool, PoolUnavailable
@@ -60,6 +68,9 @@ log = logging.getLogger("supervisor.jobs")
 
 # An idle dispatcher still looks at the queue this often (jobs may be requeued by a restart).
 POLL_INTERVAL_S = 2.0
+STORE_RETRY_S = 1.0  # a commit refused by an unreachable database is tried again this often
+PROGRESS_INTERVAL_S = 0.5  # progress stored for other hosts at most twice a second per job
+T = TypeVar("T")
 
 
 class JobInstance(Protocol):
@@ -96,11 +107,15 @@ class _Running:
     attempt: int
     instance: JobInstance  # the pool's claim (it also has the prompt_id)
     task: asyncio.Task[None]
+    interrupted: bool = False  # lease lost or cancel asked elsewhere: interrupted once
+    progress_at: float = 0.0  # when its progress was last stored (monotonic)
 
 
 class Dispatcher:
     def __init__(self, pool: Pool, store: JobStore, catalog: WorkflowCatalog, events: JobEvents,
-                 metrics: ServiceMetrics, *, max_attempts: int) -> None:
+                 metrics: ServiceMetrics, *, max_attempts: int,
+                 host_state: Callable[[], list[dict[str, Any]]] = list, version: str = "") -> None:
+        """``host_state()``: the instances for this host's heartbeat row."""
         self.pool = pool
         self.store = store
         self.catalog = catalog
@@ -111,6 +126,10 @@ class Dispatcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._running: dict[str, _Running] = {}
         self._unavailable_logged = False
+        self._store_down = False
+        self._lease_task: asyncio.Task[None] | None = None
+        self.host_state = host_state
+        self.version = version
         self.kinds: dict[str, RequestKind] = {}
 
     def wake(self) -> None:
@@ -119,6 +138,7 @@ class Dispatcher:
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop(), name="dispatcher")
+        self._lease_task = asyncio.create_task(self._lease_loop(), name="leases")
 
     async def stop(self, drain_timeout: float, hurry: asyncio.Event | None = None) -> None:
         """Take no new job; give running ones ``drain_timeout`` s (or until ``hurry`` is set), then
@@ -139,6 +159,9 @@ class Dispatcher:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._lease_task is not None:  # renewed while the running jobs drained
+            self._lease_task.cancel()
+            await asyncio.gather(self._lease_task, return_exceptions=True)
 
     def waiting_in_comfy(self, job_id: str) -> bool:
         """A running job whose prompt was prefetched and waits in its ComfyUI's queue (not started)."""
@@ -163,6 +186,60 @@ class Dispatcher:
         except ComfyError as exc:
             log.warning("interrupt failed: %s", exc, extra={"job_id": job_id})
 
+    # ------------------------------------------------------------------ leases
+
+    async def _lease_loop(self) -> None:
+        interval = self.store.lease_s / 3
+        while True:
+            try:
+                await self.renew_leases()
+                if self._store_down:
+                    log.warning("the database is reachable again")
+                self._store_down = False
+            except asyncio.CancelledError:
+                raise
+            except StoreUnavailable as exc:
+                if not self._store_down:
+                    log.error("%s; running jobs go on, their results are committed once it is back", exc)
+                self._store_down = True
+            except Exception:
+                log.exception("lease renewal failed")
+            await asyncio.sleep(interval)
+
+    async def renew_leases(self) -> None:
+        """One round: renew held leases, interrupt lost or cancelled jobs, heartbeat, requeue expired."""
+        held = {job_id: running.attempt for job_id, running in self._running.items()}
+        renewal = await self.store.renew(held)
+        for job_id in renewal.lost | renewal.cancel:
+            running = self._running.get(job_id)
+            if running is None or running.interrupted:
+                continue
+            running.interrupted = True
+            if job_id in renewal.lost:
+                log.warning("lease lost (this host was silent past jobs.lease_s and another host took the "
+                            "job): interrupting it, committing nothing",
+                            extra={"job_id": job_id, "instance": running.instance.name})
+            await self.cancel(job_id)
+        await self.store.heartbeat(self.host_state(), self.version)
+        for job in await self.store.requeue_expired(self.max_attempts):
+            log.warning("requeued a job whose host stopped renewing its lease (%s): %s", job.attempts[-1].instance
+                        if job.attempts else "?", job.state, extra={"job_id": job.id})
+            self.metrics.attempts.labels("host_lost").inc()
+            if job.state == QUEUED:
+                self.events.state(job.id, QUEUED, reason="host_lost")
+                self.wake()
+            else:
+                await self._ended(job, job.state)
+
+    async def _stored(self, write: Callable[[], Awaitable[T]]) -> T:
+        """A commit of a running job, tried again until the database answers (fencing decides)."""
+        while True:
+            try:
+                return await write()
+            except StoreUnavailable as exc:
+                log.warning("commit waits for the database: %s", exc)
+                await asyncio.sleep(STORE_RETRY_S)
+
     # ------------------------------------------------------------------ the loop
 
     async def _loop(self) -> None:
@@ -177,6 +254,8 @@ class Dispatcher:
                 await self._dispatch_queued()
             except asyncio.CancelledError:
                 raise
+            except StoreUnavailable:  # the lease loop says so once; the queue is read again next poll
+                continue
             except PoolUnavailable as exc:  # jobs wait in the queue until an operator acts
                 if not self._unavailable_logged:
                     log.error("jobs are waiting but %s", exc)
@@ -222,7 +301,7 @@ class Dispatcher:
                 self.pool.release(instance)
                 names = await asyncio.to_thread(_stage_files, output_dir, self.store.staging_dir(job.id, attempt),
                                                 result.images)
-            committed = await self.store.complete(job.id, attempt, names)
+            committed = await self._stored(lambda: self.store.complete(job.id, attempt, names))
             if kind:  # our copy is staged (and now committed or refused): ComfyUI's own copy goes
                 await asyncio.to_thread(_remove_outputs, instance.process.launch.output_dir, result.images)
             if committed:
@@ -248,7 +327,7 @@ class Dispatcher:
         except (ValidationFailed, UsageError, FieldError) as exc:
             await self._final(job, attempt, REJECTED, "invalid", where, error=str(exc), category="invalid")
         except Interrupted as exc:
-            current = await self.store.get(job.id)
+            current = await self._stored(lambda: self.store.get(job.id))
             if current is not None and current.cancel_requested:
                 await self._final(job, attempt, CANCELLED, "cancelled", where)
             else:  # someone else interrupted the instance: not the job's fault
@@ -259,8 +338,11 @@ class Dispatcher:
             await self._retry(job, attempt, type(exc).__name__, where, with_cause(exc))
         except asyncio.CancelledError:
             # Shutdown: the next start takes the job again (this attempt does not count).
-            await asyncio.shield(self.store.retry_or_fail(job.id, attempt, SUPERVISOR_SHUTDOWN,
-                                                          self.max_attempts))
+            try:
+                await asyncio.shield(self.store.retry_or_fail(job.id, attempt, SUPERVISOR_SHUTDOWN,
+                                                              self.max_attempts))
+            except StoreUnavailable:  # its lease runs out instead; the next start (or a host) takes it
+                pass
             log.info("job requeued for the next start", extra=where)
             raise
         except Exception as exc:
@@ -273,12 +355,19 @@ class Dispatcher:
     def _on_event(self, job_id: str, instance: JobInstance, attempt: int) -> Callable[[ComfyEvent], None]:
         def handle(event: ComfyEvent) -> None:
             self.events.comfy_event(job_id, instance.name, attempt, event)
+            running = self._running.get(job_id)
+            progress = self.events.progress(job_id)
+            now = time.monotonic()
+            if running is not None and progress is not None and now - running.progress_at >= PROGRESS_INTERVAL_S:
+                running.progress_at = now
+                task = asyncio.ensure_future(self.store.set_progress(job_id, progress))
+                task.add_done_callback(_ignore_unavailable)
         return handle
 
     async def _retry(self, job: Job, attempt: int, reason: str, where: dict[str, Any],
                      detail: str = "") -> None:
         self.metrics.attempts.labels(reason).inc()
-        after = await self.store.retry_or_fail(job.id, attempt, reason, self.max_attempts)
+        after = await self._stored(lambda: self.store.retry_or_fail(job.id, attempt, reason, self.max_attempts))
         if after is None:
             return
         outcome = "requeued" if after.state == QUEUED else after.state
@@ -295,7 +384,8 @@ class Dispatcher:
 
     async def _final(self, job: Job, attempt: int, state: str, reason: str, where: dict[str, Any], *,
                      error: str | None = None, category: str | None = None) -> None:
-        if await self.store.finish(job.id, attempt, state, reason, error=error, category=category):
+        if await self._stored(lambda: self.store.finish(job.id, attempt, state, reason, error=error,
+                                                        category=category)):
             log.info("job %s (%s)", state, error or reason, extra=where)
             self.metrics.attempts.labels(reason).inc()
             await self._ended(job, state)
@@ -305,15 +395,21 @@ class Dispatcher:
     async def _ended(self, job: Job, state: str) -> None:
         """A final state: its duration, and the news to whoever follows the job."""
         self.metrics.job_duration.labels(state).observe(max(0.0, time.time() - job.created_at))
-        current = await self.store.get(job.id)
+        current = await self._stored(lambda: self.store.get(job.id))
         self.events.state(job.id, state, error=current.error if current else None,
                           category=current.category if current else None)
 
     async def _ended_elsewhere(self, job: Job) -> None:
         """The attempt was no longer current (cancelled meanwhile): report the stored state."""
-        current = await self.store.get(job.id)
+        current = await self._stored(lambda: self.store.get(job.id))
         if current is not None:
             self.events.state(job.id, current.state, error=current.error, category=current.category)
+
+
+def _ignore_unavailable(task: asyncio.Future[None]) -> None:
+    """Progress is best effort: a database outage only skips it."""
+    if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), StoreUnavailable):
+        log.warning("progress not stored: %s", task.exception())
 
 
 def missing_model_files(node_errors: dict[str, Any]) -> list[str]:

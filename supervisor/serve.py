@@ -171,8 +171,11 @@ async def _demo_first_job(service: JobService, url: str) -> None:
             elif event["type"] == "state":
                 say(f"demo: {event['state']}")
     if current is not None and current.state == JobState.SUCCEEDED:
-        for relative in current.images:
-            say(f"demo: image saved at {service.store.image_path(relative)}")
+        for index, relative in enumerate(current.images):
+            if service.settings.jobs.database_url:  # the image is a row of the shared database
+                say(f"demo: image stored, at {url}/v1/jobs/{job.id}/images/{index}")
+            else:
+                say(f"demo: image saved at {service.settings.jobs.images_dir / relative}")
     elif current is not None:
         say(f"demo: job ended {current.state}: {current.error}")
     say(f"serving on {url}; try: {supervisor_command()} submit \"{DEMO_PROMPT}\" --style {DEMO_STYLE} "

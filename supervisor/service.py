@@ -10,6 +10,7 @@ passed (``guard_stage``, off the event loop; docs/safety.md).
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import time
 from collections.abc import Iterable
@@ -26,7 +27,7 @@ from .dispatcher import Dispatcher
 from .guard_stage import GuardStage
 from .job_events import JobEvents
 from .job_request import parse_job_request
-from .job_store import QUEUED, REJECTED, Job, JobStore
+from .job_store import QUEUED, REJECTED, Job, open_store
 from .metrics import ServiceMetrics
 from .pool import Pool
 from .settings import JobsSettings, Settings
@@ -65,12 +66,14 @@ class JobService:
         """``guard``: the loaded guard model (``guard_stage.load_guard``) when ``guard`` is configured."""
         self.settings = settings
         self.pool = pool or Pool(settings, prefetch=settings.jobs.prefetch)
-        self.store = JobStore(settings.jobs.db_path, settings.jobs.images_dir)
+        self.store = open_store(settings)
         self.events = JobEvents()
+        self.store.on_remote_event(self._remote_event)
         self.metrics = ServiceMetrics(self.pool.snapshot)
         self.catalog = WorkflowCatalog({}, settings.jobs.allow_graphs)
         self.dispatcher = Dispatcher(self.pool, self.store, self.catalog, self.events, self.metrics,
-                                     max_attempts=settings.jobs.max_attempts)
+                                     max_attempts=settings.jobs.max_attempts, host_state=self.instances_json,
+                                     version=importlib.metadata.version("cute-animal-kids"))
         self.guard: GuardStage | None = None
         if guard is not None and settings.guard is not None:
             self.guard = GuardStage(guard, timeout_s=settings.guard.timeout_s,
@@ -146,6 +149,23 @@ class JobService:
                 if not verdict.safe:
                     return "guard", verdict
         return None
+
+    def instances_json(self) -> list[dict[str, Any]]:
+        """This host's instances as ``GET /v1/instances`` and the hosts table show them."""
+        return [{
+            "name": snap.name, "url": snap.url, "state": snap.state, "pid": snap.pid,
+            "rss_mb": snap.rss_mb, "device_mem_mb": snap.device_mem_mb, "jobs_run": snap.jobs_run,
+            "restarts": dict(snap.restarts), "last_restart_reason": snap.last_restart_reason,
+            "started_at": snap.started_at,
+        } for snap in self.pool.snapshot()]
+
+    def _remote_event(self, job_id: str, state: str, details: dict[str, Any]) -> None:
+        """A change another host made (PostgreSQL's NOTIFY) to this host's listeners of the job."""
+        progress = details.get("progress")
+        if isinstance(progress, dict):
+            self.events.publish(job_id, progress)
+        else:
+            self.events.state(job_id, state, **details)
 
     def ready_instances(self) -> int:
         return sum(1 for snap in self.pool.snapshot() if snap.state in SERVING_STATES)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 import types
 import typing
 from pathlib import Path
@@ -46,6 +47,7 @@ from .webhook_policy import UrlRefused, WebhookPolicy, parse_url, valid_webhook_
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 TOKEN_ENV = "CAK_SUPERVISOR_TOKEN"
 WEBHOOK_SECRET_ENV = "CAK_WEBHOOK_SECRET"
+DATABASE_URL_ENV = "CAK_DATABASE_URL"
 # Sections that are off unless the user's file (or an override) has them: ``defaults.yaml`` holds
 # only the defaults of their keys. The guard needs a model; the ComfyUI door opens a second port.
 OPTIONAL_SECTIONS = ("guard", "comfy_api")
@@ -163,11 +165,17 @@ class HttpSettings(_Section):
             return self.host == "localhost"
 
 
+def _bounded(low: float, high: float) -> Any:
+    return Annotated[float, Strict(), Field(ge=low, le=high)]
+
+
 class JobsSettings(_Section):
     """The durable queue. ``db_path``/``images_dir`` default to files under ``output_root``."""
 
     db_path: ConfigPath | None
     images_dir: ConfigPath | None
+    database_url: StrictStr | None = Field(pattern=r"^postgres(ql)?://")
+    lease_s: _bounded(3, 3600)  # type: ignore[valid-type]
     max_attempts: StrictInt = Field(ge=1, le=100)
     max_prompt_chars: StrictInt = Field(ge=1, le=100_000)
     default_workflow: StrictStr = Field(min_length=1)
@@ -177,10 +185,6 @@ class JobsSettings(_Section):
     drain_timeout_s: StrictInt = Field(ge=0, le=86400)
     keep_images_days: StrictInt = Field(ge=0, le=36500)
     prefetch: StrictInt = Field(ge=0, le=8)
-
-
-def _bounded(low: float, high: float) -> Any:
-    return Annotated[float, Strict(), Field(ge=low, le=high)]
 
 
 class GuardSettings(_Section):
@@ -270,6 +274,7 @@ class Settings(_Section):
     which ``BaseSettings.__init__`` would drop; ``_environment`` runs pydantic-settings' own source.
     """
 
+    name: StrictStr | None = Field(pattern=NAME_PATTERN.pattern)  # None: the host name
     comfyui_path: ConfigPath | None
     extra_args: tuple[StrictStr, ...]  # before ``instances``: their validator prepends these
     instances: list[InstanceSettings]
@@ -336,6 +341,8 @@ class Settings(_Section):
             self.jobs.db_path = self.output_root / "jobs.sqlite3"
         if self.jobs.images_dir is None:
             self.jobs.images_dir = self.output_root / "job-images"
+        if self.name is None:
+            self.name = _host_name()
         return self
 
 
@@ -404,10 +411,17 @@ def _environment() -> dict[str, Any]:
             return value
 
     overrides = scalars(found)
-    for variable, section, key in ((TOKEN_ENV, "http", "token"), (WEBHOOK_SECRET_ENV, "webhooks", "secret")):
+    for variable, section, key in ((TOKEN_ENV, "http", "token"), (WEBHOOK_SECRET_ENV, "webhooks", "secret"),
+                                   (DATABASE_URL_ENV, "jobs", "database_url")):
         if os.environ.get(variable):  # secrets are text, never YAML scalars
             overrides = merge(overrides, {section: {key: os.environ[variable]}})
     return overrides
+
+
+def _host_name() -> str:
+    """The default ``name``: this machine's host name, cut to a valid name."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:63].lstrip("-_.")
+    return name or "supervisor"
 
 
 def _duplicates(instances: Any) -> list[str]:

@@ -34,3 +34,12 @@ class InstanceState(StrEnum):
 
 
 SERVING_STATES = frozenset({InstanceState.READY, InstanceState.BUSY})
+
+
+class AttemptReason(StrEnum):
+    """How an attempt ended, beyond the final states and the pool's lost-instance reasons."""
+
+    SUPERVISOR_RESTART = "supervisor_restart"  # this host restarted under it: not counted
+    SUPERVISOR_SHUTDOWN = "supervisor_shutdown"  # drained at shutdown: not counted
+    NOT_STARTED = "not_started"  # a prefetched prompt withdrawn before it ran: not counted
+    HOST_LOST = "host_lost"  # its host stopped renewing the lease (dead, cut off, paused): counted

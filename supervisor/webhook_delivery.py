@@ -22,7 +22,6 @@ import socket
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -193,15 +192,13 @@ class WebhookSender:
         job = await self.store.get(job_id)
         if job is None:
             return None
-        paths = [self.store.image_path(relative) for relative in job.images]
-        return await asyncio.to_thread(_read_inline, paths, self.settings.inline_max_bytes)
-
-
-def _read_inline(paths: list[Path], limit: int) -> list[dict[str, str]] | None:
-    try:
-        if sum(path.stat().st_size for path in paths) > limit:
-            return None
-        return [{"content_type": mimetypes.guess_type(path.name)[0] or "application/octet-stream",
-                 "data": base64.b64encode(path.read_bytes()).decode()} for path in paths]
-    except OSError:
-        return None
+        inline, size = [], 0
+        for relative in job.images:
+            name = relative.rpartition("/")[2]
+            data = await self.store.read_image(job_id, name)
+            size += len(data or b"")
+            if data is None or size > self.settings.inline_max_bytes:
+                return None
+            inline.append({"content_type": mimetypes.guess_type(name)[0] or "application/octet-stream",
+                           "data": base64.b64encode(data).decode()})
+        return inline

@@ -10,6 +10,8 @@ or ``installed_comfyui`` fixture, directly or through another fixture.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -57,19 +59,20 @@ def artifacts_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory):
+def postgres_server():
     """One real PostgreSQL server for the session (tests.support.postgres_server); stopped at the end."""
     from tests.support.postgres_server import INSTALL_HINT, PostgresTestServer, available
     if not available():
         pytest.fail(INSTALL_HINT)
-    server = PostgresTestServer(tmp_path_factory.mktemp("postgres"))
+    folder = Path(tempfile.mkdtemp(prefix="cak-postgres-"))
+    folder.chmod(0o711)  # the server's own folder inside belongs to the postgres user
+    server = PostgresTestServer(folder / "server")
     try:
         server.init()
-    except Exception:
+        yield server
+    finally:
         server.stop("immediate")
-        raise
-    yield server
-    server.stop("immediate")
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -77,3 +80,31 @@ def postgres_url(postgres_server) -> str:
     """A fresh database on the session's server (restarted if a test left it stopped)."""
     postgres_server.ensure_running()
     return postgres_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path):
+    """``await open_store(name="host-a", lease_s=30)``: an opened job store, on each backend in turn.
+
+    Stores made by one test share one queue (one SQLite file, or one fresh PostgreSQL database) and
+    one output folder, like supervisors sharing a database; ``open_store.backend`` says which.
+    """
+    from supervisor.job_store_sqlite import SqliteJobStore
+    url = None
+    if request.param == "postgres":
+        server = request.getfixturevalue("postgres_server")
+        server.ensure_running()
+        url = server.new_database()
+
+    async def opened(name: str = "host-a", lease_s: float = 30.0):
+        if url is not None:
+            from supervisor.job_store_postgres import PostgresJobStore
+            store = PostgresJobStore(url, tmp_path / "out", name, lease_s)
+        else:
+            store = SqliteJobStore(tmp_path / "jobs.sqlite3", tmp_path / "out", name, lease_s)
+        await store.open()
+        return store
+
+    opened.backend = request.param  # type: ignore[attr-defined]
+    opened.url = url  # type: ignore[attr-defined]
+    return opened

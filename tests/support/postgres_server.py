@@ -1,7 +1,8 @@
 """A real PostgreSQL server for the tests: Debian's PostgreSQL 15 in a temporary folder.
 
-One per test session (the ``postgres`` fixture in ``tests.support.plugin``), on a free loopback port,
-its socket in its own folder. ``initdb`` refuses to run as root, so as root every server command runs
+One per test session (the ``postgres_server`` fixture in ``tests.support.plugin``), on a free
+loopback port, its socket in its own folder (under the system's temporary folder, which the
+``postgres`` user can reach: pytest keeps its own folders private to root). ``initdb`` refuses to run as root, so as root every server command runs
 as the ``postgres`` user (``runuser``) and the folder belongs to it. ``stop(mode="immediate")`` is a
 crash (no checkpoint, clients cut), ``start()`` brings it back on the same port: the outage tests.
 Each test gets its own database (``new_database``: a copy of an empty template, fast).
@@ -51,10 +52,6 @@ class PostgresTestServer:
         if self.as_root:
             shutil.chown(self.folder, "postgres", "postgres")
             self.folder.chmod(0o700)
-            parent = self.folder.parent  # the postgres user must be able to reach its folder
-            while parent != parent.parent and not (parent.stat().st_mode & 0o001):
-                parent.chmod(parent.stat().st_mode | 0o001)
-                parent = parent.parent
         self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
                   "-E", "UTF8", "--no-sync")
         self.start()

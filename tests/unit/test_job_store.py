@@ -1,4 +1,5 @@
-"""The durable job store on a real SQLite file: claims, retries, one result, recovery, migrations."""
+"""The durable job store on both backends (a real SQLite file, a real PostgreSQL server): claims,
+retries, one result, leases and fencing, recovery, migrations, outages."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from supervisor.job_store import (
     QUEUED,
     REJECTED,
     RUNNING,
+    SCHEMA_VERSION,
     SUCCEEDED,
     SUPERVISOR_RESTART,
     SUPERVISOR_SHUTDOWN,
     IdempotencyConflict,
     JobStore,
 )
+from supervisor.job_store_sqlite import SqliteJobStore
 
 REQUEST = {"prompt": "a little bear in a hat", "workflow": "cute_animal_cpu"}
 
@@ -29,8 +32,9 @@ def run(coro):
     return asyncio.run(coro)
 
 
-async def opened(tmp_path: Path) -> JobStore:
-    store = JobStore(tmp_path / "jobs.sqlite3", tmp_path / "out")
+async def opened(tmp_path: Path) -> SqliteJobStore:
+    """A SQLite store, for the tests of SQLite's own mechanics."""
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3", tmp_path / "out", "host-a", 30.0)
     await store.open()
     return store
 
@@ -45,9 +49,9 @@ def stage(store: JobStore, job_id: str, attempt: int, name: str = "0.png", data:
     (folder / name).write_bytes(data)
 
 
-def test_submit_claim_complete_gives_one_result(tmp_path):
+def test_submit_claim_complete_gives_one_result(tmp_path, open_store):
     async def scenario():
-        store = await opened(tmp_path)
+        store = await open_store()
         job, created = await store.submit(REQUEST)
         assert created and job.state == QUEUED and job.request == REQUEST
         claimed = await store.claim_next("i0")
@@ -59,19 +63,20 @@ def test_submit_claim_complete_gives_one_result(tmp_path):
         stage(store, job.id, 1, data=b"other")
         assert not await store.complete(job.id, 1, ["0.png"])
         done = await store.get(job.id)
+        data = await store.read_image(job.id, "0.png")
         await store.close()
-        return done
+        return done, data
 
-    done = run(scenario())
+    done, data = run(scenario())
     assert done.state == SUCCEEDED and done.images == [f"{done.id}/0.png"]
-    assert (tmp_path / "out" / done.id / "0.png").read_bytes() == b"png"
+    assert data == b"png"
     assert done.attempts[0].reason == SUCCEEDED and done.attempts[0].ended_at is not None
     assert not (tmp_path / "out" / ".staging" / f"{done.id}.1").exists()
 
 
-def test_claim_order_is_oldest_first_and_empty_queue_gives_none(tmp_path):
+def test_claim_order_is_oldest_first_and_empty_queue_gives_none(tmp_path, open_store):
     async def scenario():
-        store = await opened(tmp_path)
+        store = await open_store()
         first, _ = await store.submit({"prompt": "one"})
         second, _ = await store.submit({"prompt": "two"})
         got = [await store.claim_next("a"), await store.claim_next("b"), await store.claim_next("c")]
@@ -82,9 +87,9 @@ def test_claim_order_is_oldest_first_and_empty_queue_gives_none(tmp_path):
     assert [got[0].id, got[1].id, got[2]] == [first.id, second.id, None]
 
 
-def test_lost_instance_requeues_until_attempts_are_used_up(tmp_path):
+def test_lost_instance_requeues_until_attempts_are_used_up(tmp_path, open_store):
     async def scenario():
-        store = await opened(tmp_path)
+        store = await open_store()
         job, _ = await store.submit(REQUEST)
         states = []
         for number, instance in enumerate(("i0", "i1", "i0"), 1):
@@ -100,9 +105,9 @@ def test_lost_instance_requeues_until_attempts_are_used_up(tmp_path):
     assert "attempt 1 on i0: crash" in after.error and "attempt 3 on i0: crash" in after.error
 
 
-def test_stale_attempt_cannot_change_a_requeued_job(tmp_path):
+def test_stale_attempt_cannot_change_a_requeued_job(tmp_path, open_store):
     async def scenario():
-        store = await opened(tmp_path)
+        store = await open_store()
         job, _ = await store.submit(REQUEST)
         await store.claim_next("i0")
         await store.retry_or_fail(job.id, 1, "hang", max_attempts=3)
@@ -120,10 +125,10 @@ def test_stale_attempt_cannot_change_a_requeued_job(tmp_path):
     assert final.state == SUCCEEDED and [a.reason for a in final.attempts] == ["hang", SUCCEEDED]
 
 
-def test_stale_attempt_cannot_complete_while_a_later_attempt_runs(tmp_path):
+def test_stale_attempt_cannot_complete_while_a_later_attempt_runs(tmp_path, open_store):
     """The one-result fence on complete(): attempt 1 (its instance presumed lost) delivers late."""
     async def scenario():
-        store = await opened(tmp_path)
+        store = await open_store()
         job, _ = await store.submit(REQUEST)
         await store.claim_next("i0")
         await store.retry_or_fail(job.id, 1, "unresponsive", max_attempts=3)
@@ -133,13 +138,14 @@ def test_stale_attempt_cannot_complete_while_a_later_attempt_runs(tmp_path):
         running = await store.get(job.id)
         stage(store, job.id, 2, data=b"fresh")
         ok = await store.complete(job.id, 2, ["0.png"])
+        data = await store.read_image(job.id, "0.png")
         await store.close()
-        return stale, running, ok
+        return stale, running, ok, data
 
-    stale, running, ok = run(scenario())
+    stale, running, ok, data = run(scenario())
     assert stale is False and ok is True
     assert running.state == RUNNING and running.images == [] and running.current_attempt.number == 2
-    assert (tmp_path / "out" / running.id / "0.png").read_bytes() == b"fresh"
+    assert data == b"fresh"
     assert not (tmp_path / "out" / ".staging" / f"{running.id}.1").exists()
 
 
@@ -181,49 +187,49 @@ def test_a_failed_commit_rolls_back_and_keeps_the_staged_images(tmp_path):
     assert after_failure.images == [] and staged and ok
 
 
-async def reopen_and_claim(tmp_path: Path, job_id: str):
-    """The next supervisor's view: the job as recovered, and what it claims first."""
-    store = await opened(tmp_path)
+async def reopen_and_claim(open_store, job_id: str):
+    """The next supervisor's view (same name): the job as recovered, and what it claims first."""
+    store = await open_store()
     job = await store.get(job_id)
     again = await store.claim_next("i1")
     await store.close()
     return job, again
 
 
-def test_reopen_requeues_running_jobs_and_closes_their_attempts(tmp_path):
+def test_reopen_requeues_running_jobs_and_closes_their_attempts(tmp_path, open_store):
     async def first_life():
-        store = await opened(tmp_path)
+        store = await open_store()
         job, _ = await store.submit(REQUEST)
         await store.claim_next("i0")
         stage(store, job.id, 1)  # half-written images of the dead supervisor
         # No close(): the process "dies" with the attempt open.
-        store._executor.submit(store._close).result()
+        await store.close()  # the process "dies" with the attempt open (close() changes no row)
         return job.id
 
-    job, again = run(reopen_and_claim(tmp_path, run(first_life())))
+    job, again = run(reopen_and_claim(open_store, run(first_life())))
     assert job.state == QUEUED
     assert job.attempts[0].reason == SUPERVISOR_RESTART
     assert again.id == job.id and again.current_attempt.number == 2
     assert not (tmp_path / "out" / ".staging").exists() or not any((tmp_path / "out" / ".staging").iterdir())
 
 
-def test_reopen_ends_a_running_job_whose_cancel_was_requested(tmp_path):
+def test_reopen_ends_a_running_job_whose_cancel_was_requested(tmp_path, open_store):
     async def first_life():
-        store = await opened(tmp_path)
+        store = await open_store()
         job, _ = await store.submit(REQUEST)
         await store.claim_next("i0")
         await store.cancel(job.id)  # DELETE while running: the interrupt never landed
-        store._executor.submit(store._close).result()  # the supervisor dies here
+        await store.close()  # the supervisor dies here
         return job.id
 
-    job, again = run(reopen_and_claim(tmp_path, run(first_life())))
+    job, again = run(reopen_and_claim(open_store, run(first_life())))
     assert job.state == CANCELLED and job.finished_at is not None
     assert again is None  # not run a second time
 
 
-def test_supervisor_restarts_do_not_use_up_attempts(tmp_path):
+def test_supervisor_restarts_do_not_use_up_attempts(tmp_path, open_store):
     async def scenario():
-        store = await opened(tmp_path)
+        store = await open_store()
         job, _ = await store.submit(REQUEST)
         await store.claim_next("i0")
         after = await store.retry_or_fail(job.id, 1, SUPERVISOR_RESTART, max_attempts=1)
@@ -233,9 +239,9 @@ def test_supervisor_restarts_do_not_use_up_attempts(tmp_path):
     assert run(scenario()).state == QUEUED
 
 
-def test_restart_and_shutdown_attempts_are_not_counted_when_a_real_fault_follows(tmp_path):
+def test_restart_and_shutdown_attempts_are_not_counted_when_a_real_fault_follows(tmp_path, open_store):
     async def scenario():
-        store = await opened(tmp_path)
+        store = await open_store()
         job, _ = await store.submit(REQUEST)
         states = []
         for number, reason in enumerate((SUPERVISOR_RESTART, SUPERVISOR_SHUTDOWN, "crash", "hang"), 1):
@@ -267,9 +273,9 @@ def test_leftover_final_folder_of_an_uncommitted_attempt_is_replaced(tmp_path):
     assert (run(scenario()) / "0.png").read_bytes() == b"new"
 
 
-def test_idempotency_key_returns_the_same_job_and_refuses_a_different_request(tmp_path):
+def test_idempotency_key_returns_the_same_job_and_refuses_a_different_request(tmp_path, open_store):
     async def scenario():
-        store = await opened(tmp_path)
+        store = await open_store()
         first, created1 = await store.submit(REQUEST, "key-1")
         second, created2 = await store.submit(REQUEST, "key-1")
         with pytest.raises(IdempotencyConflict):
@@ -281,9 +287,9 @@ def test_idempotency_key_returns_the_same_job_and_refuses_a_different_request(tm
     assert created1 and not created2 and first.id == second.id
 
 
-def test_cancel_queued_and_running(tmp_path):
+def test_cancel_queued_and_running(tmp_path, open_store):
     async def scenario():
-        store = await opened(tmp_path)
+        store = await open_store()
         queued, _ = await store.submit({"prompt": "q"})
         running, _ = await store.submit({"prompt": "r"})
         cancelled = await store.cancel(queued.id)
@@ -301,9 +307,9 @@ def test_cancel_queued_and_running(tmp_path):
     assert after.state == CANCELLED and unknown is None
 
 
-def test_rejected_submission_list_and_counts(tmp_path):
+def test_rejected_submission_list_and_counts(tmp_path, open_store):
     async def scenario():
-        store = await opened(tmp_path)
+        store = await open_store()
         await store.submit({"prompt": "ok"})
         rejected, _ = await store.submit({"prompt": "bad"}, state=REJECTED, error="unsafe", category="violence")
         listed = await store.list(REJECTED)
@@ -320,7 +326,7 @@ def test_rejected_submission_list_and_counts(tmp_path):
 def test_schema_is_versioned_and_wal(tmp_path):
     run(open_and_close(tmp_path))
     db = sqlite3.connect(tmp_path / "jobs.sqlite3")
-    assert db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == 2  # 2: the webhook outbox
+    assert db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
 
@@ -345,9 +351,9 @@ def test_statements_run_off_the_event_loop_thread(tmp_path):
     assert run(scenario()).startswith("job-store")
 
 
-def test_purge_images_deletes_old_pictures_and_their_paths_only(tmp_path):
+def test_purge_images_deletes_old_pictures_and_their_paths_only(tmp_path, open_store):
     async def scenario():
-        store = await opened(tmp_path)
+        store = await open_store()
         old, _ = await store.submit(REQUEST)
         new, _ = await store.submit({"prompt": "a newer bear"})
         for job in (old, new):
@@ -358,10 +364,10 @@ def test_purge_images_deletes_old_pictures_and_their_paths_only(tmp_path):
         purged = await store.purge_images(cutoff)
         again = await store.purge_images(cutoff)
         after = [await store.get(job.id) for job in (old, new)]
+        data = [await store.read_image(job.id, "0.png") for job in (old, new)]
         await store.close()
-        return purged, again, after
+        return purged, again, after, data
 
-    purged, again, (old, new) = run(scenario())
+    purged, again, (old, new), data = run(scenario())
     assert (purged, again) == (1, 0)
-    assert old.images == [] and old.state == SUCCEEDED and not (tmp_path / "out" / old.id).exists()
-    assert new.images == [f"{new.id}/0.png"] and (tmp_path / "out" / new.id / "0.png").is_file()
+    assert old.images == [] and old.state == SUCCEEDED and data == [None, b"png"]

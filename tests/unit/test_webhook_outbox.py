@@ -1,4 +1,4 @@
-"""The webhook outbox in the job store on a real SQLite file: written with the final state, leased."""
+"""The webhook outbox in the job store, on both backends: written with the final state, leased."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ import sqlite3
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from supervisor.job_store import (
-    MIGRATIONS,
     REJECTED,
     WEBHOOK_DELIVERED,
     WEBHOOK_PENDING,
     WEBHOOK_WAITING,
-    JobStore,
 )
+from supervisor.job_store_sqlite import MIGRATIONS, SqliteJobStore
 
 URL = "https://api.example.com/hooks/a"
 REQUEST = {"prompt": "a little bear in a hat", "workflow": "cute_animal_cpu", "webhook": {"url": URL}}
@@ -27,13 +28,18 @@ def run(coro):
     return asyncio.run(coro)
 
 
-async def opened(tmp_path: Path) -> JobStore:
-    store = JobStore(tmp_path / "jobs.sqlite3", tmp_path / "out")
+async def opened(tmp_path: Path) -> SqliteJobStore:
+    """A SQLite store, for the tests of SQLite's own mechanics."""
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3", tmp_path / "out", "host-a", 30.0)
     await store.open()
     return store
 
 
-def outbox(tmp_path: Path) -> list[sqlite3.Row]:
+def outbox(tmp_path: Path, open_store=None) -> list:
+    """The outbox rows, read past the store (from the database ``open_store`` used, else SQLite's)."""
+    if open_store is not None and open_store.url is not None:
+        with psycopg.connect(open_store.url, row_factory=dict_row) as pg:
+            return pg.execute("SELECT * FROM webhook_outbox").fetchall()
     db = sqlite3.connect(tmp_path / "jobs.sqlite3")
     db.row_factory = sqlite3.Row
     rows = db.execute("SELECT * FROM webhook_outbox").fetchall()
@@ -41,9 +47,9 @@ def outbox(tmp_path: Path) -> list[sqlite3.Row]:
     return rows
 
 
-def test_each_final_state_writes_one_event_and_a_job_without_webhook_none(tmp_path):
+def test_each_final_state_writes_one_event_and_a_job_without_webhook_none(tmp_path, open_store):
     async def scenario():
-        store = await opened(tmp_path)
+        store = await open_store()
         plain, _ = await store.submit({"prompt": "no hook", "workflow": "cute_animal_cpu"})
         cancelled, _ = await store.submit(REQUEST)
         waiting = await store.get(cancelled.id)
@@ -69,7 +75,7 @@ def test_each_final_state_writes_one_event_and_a_job_without_webhook_none(tmp_pa
     assert waiting.webhook.state == WEBHOOK_WAITING
     assert all(job.webhook.state == WEBHOOK_PENDING and job.webhook.attempts == 0
                for job in (cancelled, failed, succeeded, rejected))
-    rows = {row["job_id"]: row for row in outbox(tmp_path)}
+    rows = {row["job_id"]: row for row in outbox(tmp_path, open_store)}
     assert set(rows) == {cancelled.id, failed.id, succeeded.id, rejected.id}
     assert {job_id: row["event"] for job_id, row in rows.items()} == {
         cancelled.id: "job.cancelled", failed.id: "job.failed", succeeded.id: "job.succeeded",
@@ -105,9 +111,9 @@ def test_event_and_final_state_are_one_transaction(tmp_path):
     assert len(outbox(tmp_path)) == 1
 
 
-def test_a_lease_gives_each_try_to_one_sender_and_a_dead_senders_lease_runs_out(tmp_path):
+def test_a_lease_gives_each_try_to_one_sender_and_a_dead_senders_lease_runs_out(tmp_path, open_store):
     async def scenario():
-        store = await opened(tmp_path)
+        store = await open_store()
         job, _ = await store.submit(REQUEST, state=REJECTED, category="weapons", error="unsafe")
         (first,) = await store.claim_webhooks("host-a", 0.3, 10)
         assert await store.claim_webhooks("host-b", 0.3, 10) == []  # leased to host-a
@@ -157,9 +163,9 @@ def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path):
     assert [delivery.event for delivery in claimed] == ["job.cancelled"]
 
 
-def test_jobs_ended_by_recovery_or_by_lost_attempts_get_their_event_too(tmp_path):
+def test_jobs_ended_by_recovery_or_by_lost_attempts_get_their_event_too(tmp_path, open_store):
     async def scenario():
-        store = await opened(tmp_path)
+        store = await open_store()
         lost, _ = await store.submit(REQUEST)
         await store.claim_next("i0")
         assert (await store.retry_or_fail(lost.id, 1, "crash", 1)).state == "failed"
@@ -167,12 +173,12 @@ def test_jobs_ended_by_recovery_or_by_lost_attempts_get_their_event_too(tmp_path
         await store.claim_next("i0")
         await store.cancel(cancelled.id)  # running: only requested ...
         await store.close()
-        store = await opened(tmp_path)  # ... the supervisor died; the restart ends it
+        store = await open_store()  # ... the supervisor died; the restart ends it
         jobs = [await store.get(job.id) for job in (lost, cancelled)]
         await store.close()
         return jobs
 
     lost, cancelled = run(scenario())
     assert (lost.state, cancelled.state) == ("failed", "cancelled")
-    events = {row["job_id"]: row["event"] for row in outbox(tmp_path)}
+    events = {row["job_id"]: row["event"] for row in outbox(tmp_path, open_store)}
     assert events == {lost.id: "job.failed", cancelled.id: "job.cancelled"}
