@@ -504,13 +504,13 @@ def read_db(state: RunState) -> tuple[list[dict[str, Any]], dict[str, list[str]]
 
 
 def _read_postgres(url: str) -> tuple[list[dict[str, Any]], dict[str, list[str]], dict[str, list[str]]]:
-    """The same records from the shared store: images are rows there (named ``<index>.png`` here)."""
+    """The same records from the shared store, where the images are rows (``job_images``)."""
     with psycopg.connect(url, row_factory=dict_row) as db:
         jobs = db.execute("SELECT id, state, request FROM jobs").fetchall()
         attempts: dict[str, list[str]] = {}
         for row in db.execute("SELECT job_id, reason FROM attempts ORDER BY job_id, number"):
             attempts.setdefault(row["job_id"], []).append(row["reason"])
         results: dict[str, list[str]] = {}
-        for row in db.execute("SELECT job_id, index FROM job_images ORDER BY job_id, index"):
-            results.setdefault(row["job_id"], []).append(f"{row['index']}.png")
+        for row in db.execute("SELECT job_id, name FROM job_images ORDER BY job_id, name"):
+            results.setdefault(row["job_id"], []).append(row["name"])
     return jobs, attempts, results
