@@ -15,6 +15,7 @@ started again between trials (its restart requeues nothing: the job moved alread
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -23,8 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.job_service import SLOW_JOB, SupervisorProcess, host_pair  # noqa: E402
-from tests.support.postgres_server import PostgresTestServer  # noqa: E402
+from tests.support.job_service import SLOW_JOB, SupervisorProcess, host_pair, scratch_postgres  # noqa: E402
 from tests.support.waiting import wait_until  # noqa: E402
 
 POLL_S = 0.05
@@ -66,27 +66,21 @@ def main() -> int:
     print(f"bench_host_loss {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print("| lease_s | trials | SIGKILL → new attempt started (median / max) | → its first step (median / max) |")
     print("|---|---|---|---|")
-    with tempfile.TemporaryDirectory(prefix="bench-host-loss-") as tmp:
-        server = PostgresTestServer(Path(tmp) / "postgres") if args.database_url is None else None
-        try:
-            if server is not None:
-                server.init()
-            for lease in args.lease_s:
-                url = server.new_database() if server is not None else args.database_url
-                hosts = host_pair(Path(tmp) / f"lease-{lease}", url, lease_s=lease)
-                try:
-                    for host in hosts:
-                        host.start(ready=1)
-                    results = [one_trial(hosts, seed) for seed in range(args.trials)]
-                finally:
-                    for host in hosts:
-                        host.stop()
-                starts, steps = [r[0] for r in results], [r[1] for r in results]
-                print(f"| {lease:g} | {len(results)} | {statistics.median(starts):.1f} / {max(starts):.1f} s | "
-                      f"{statistics.median(steps):.1f} / {max(steps):.1f} s |", flush=True)
-        finally:
-            if server is not None:
-                server.stop()
+    with tempfile.TemporaryDirectory(prefix="bench-host-loss-") as tmp, contextlib.ExitStack() as stack:
+        server = stack.enter_context(scratch_postgres()) if args.database_url is None else None
+        for lease in args.lease_s:
+            url = server.new_database() if server is not None else args.database_url
+            hosts = host_pair(Path(tmp) / f"lease-{lease}", url, lease_s=lease)
+            try:
+                for host in hosts:
+                    host.start(ready=1)
+                results = [one_trial(hosts, seed) for seed in range(args.trials)]
+            finally:
+                for host in hosts:
+                    host.stop()
+            starts, steps = [r[0] for r in results], [r[1] for r in results]
+            print(f"| {lease:g} | {len(results)} | {statistics.median(starts):.1f} / {max(starts):.1f} s | "
+                  f"{statistics.median(steps):.1f} / {max(steps):.1f} s |", flush=True)
     return 0
 
 

@@ -47,7 +47,7 @@ from cak.comfy_process import ComfyLaunch, ComfyProcess, free_port
 from cak.install_state import REPO_ROOT, load_state
 from cak.workflow import Workflow
 from supervisor.service_client import ServiceClient, ServiceError
-from tests.support.postgres_server import PostgresTestServer
+from tests.support.job_service import scratch_postgres
 
 FINAL = {"succeeded", "failed", "rejected", "cancelled"}
 CPU_WORKFLOW = "cute_animal_cpu"
@@ -249,20 +249,14 @@ async def main() -> None:
     args = parser.parse_args()
     setups = [(n, None if p < 0 else p) for p in args.prefetch for n in args.instances]
     print(f"bench_overhead {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
-        server = PostgresTestServer(Path(tmp) / "postgres") if args.postgres == "own" else None
-        try:
-            url = args.postgres
-            if server is not None:
-                server.init()
-                url = server.new_database()
-            if args.jobs:
-                await bench_case(Path(tmp), Case("trivial"), args.jobs, args.burst, setups, url)
-            if args.cpu_jobs:
-                await bench_case(Path(tmp), Case("cpu"), args.cpu_jobs, args.cpu_burst, setups, url)
-        finally:
-            if server is not None:
-                server.stop()
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp, contextlib.ExitStack() as stack:
+        url = args.postgres
+        if url == "own":
+            url = stack.enter_context(scratch_postgres()).new_database()
+        if args.jobs:
+            await bench_case(Path(tmp), Case("trivial"), args.jobs, args.burst, setups, url)
+        if args.cpu_jobs:
+            await bench_case(Path(tmp), Case("cpu"), args.cpu_jobs, args.cpu_burst, setups, url)
 
 
 if __name__ == "__main__":

@@ -76,8 +76,7 @@ from tests.support.chaos_rules import (  # noqa: E402
     reconcile,
     table,
 )
-from tests.support.job_service import SupervisorProcess, host_pair  # noqa: E402
-from tests.support.postgres_server import PostgresTestServer  # noqa: E402
+from tests.support.job_service import SupervisorProcess, host_pair, scratch_postgres  # noqa: E402
 from tests.support.supervisor_fixtures import FAULT_NODES_DIR, comfy_processes_under  # noqa: E402
 
 SETTINGS_FILE = Path(__file__).with_name("chaos.yaml")
@@ -561,19 +560,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="cak-chaos-"))
-    server = None
     try:
-        if args.hosts > 1 and args.database_url is None:
-            server = PostgresTestServer(base / "postgres")
-            server.init()
-            args.database_url = server.new_database()
-        report = asyncio.run(run(args, base))
+        with contextlib.ExitStack() as stack:
+            if args.hosts > 1 and args.database_url is None:  # read by the reconciliation before the stop
+                args.database_url = stack.enter_context(scratch_postgres()).new_database()
+            report = asyncio.run(run(args, base))
     except (TimeoutError, RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"the service did not start: {exc}\nrun folder kept: {base}", file=sys.stderr)
         return 2
-    finally:
-        if server is not None:
-            server.stop()
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else table(report))
     failed = bool(report["violations"] or report["lost"] or report["duplicated"])
     if args.keep or failed:
