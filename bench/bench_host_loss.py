@@ -9,7 +9,8 @@ that host's supervisor and ComfyUI are SIGKILLed together; the other host's API 
 job's new attempt runs there. Two numbers per trial: until the new attempt started (its
 ``started_at``, on the same machine's clock) and until its sampler reported a first step. Expected:
 up to ``lease_s`` (the lease must expire) plus the requeue sweep and the claim. The killed host is
-started again between trials (its restart requeues nothing: the job moved already).
+started again between trials (its restart requeues nothing: the job moved already), and each
+measured job is cancelled once it runs on the survivor.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def one_trial(hosts: list[SupervisorProcess], seed: int) -> tuple[float, float]:
     started = moved["attempts"][-1]["started_at"] - killed_at
     survivor.wait_progress(job["id"])
     stepped = time.time() - killed_at
+    status, _ = survivor.call("DELETE", f"/v1/jobs/{job['id']}")  # measured: no need to draw it to the end
+    assert status in (202, 409), status
     survivor.wait_job(job["id"])
     victim.start(ready=1)
     return started, stepped
