@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slow
 LEASE_S = 4
 QUICK = {"width": 128, "height": 128, "steps": 4}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+START_TIMEOUT_S = 900  # two ComfyUI starting on a loaded 2-core machine; only stops a hang
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def pair(tmp_path: Path, postgres_url: str) -> Iterator[list[SupervisorProcess]]
     hosts = host_pair(tmp_path, postgres_url, lease_s=LEASE_S)
     try:
         for host in hosts:
-            host.start(ready=1)
+            host.start(ready=1, timeout=START_TIMEOUT_S)
         yield hosts
     finally:
         for host in hosts:

@@ -90,9 +90,12 @@ class SupervisorProcess:
         def serving() -> bool:
             self._check_alive()
             try:
-                instances = self.get("/v1/instances")["instances"]
+                status, data = self.call("GET", "/v1/instances")
             except (urllib.error.URLError, ConnectionError):
                 return False  # the API is not up yet
+            if status != 200:
+                return False  # up, but its job store not yet (pghosts_requests.md: a 500 before the store opens)
+            instances = data["instances"]
             self.comfy_pids |= {i["pid"] for i in instances if i["pid"]}
             return sum(i["state"] in SERVING_STATES for i in instances) >= count
 
