@@ -22,7 +22,7 @@ import pytest
 from tests.support.job_service import SLOW_JOB, SupervisorProcess, host_pair
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # two hosts, each job run twice: long under load
 
 LEASE_S = 4
 QUICK = {"width": 128, "height": 128, "steps": 4}
