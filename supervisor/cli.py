@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"bearer token (default ${TOKEN_ENV})")
         return sub
 
-    remote("status", "each instance's state, memory, jobs run and restarts; the queue depth")
+    remote("status", "each instance's state, memory, jobs run and restarts; the queue depth; the hosts "
+                     "sharing the queue when there are several")
     submit = remote("submit", "submit a picture job",
                     "Submit a job; with --wait follow its progress and save the picture.")
     submit.add_argument("prompt", help="what to draw (English or Chinese)")
@@ -169,6 +170,15 @@ async def _status(client: ServiceClient) -> int:
         print(f"{item['name']:<14} {item['state']:<11} {item['pid'] or '-':>7} {rss:>9} {device:>9} "
               f"{item['jobs_run']:>5}  {item['url']:<24} {restarts}")
     print(f"queue depth: {data['queue_depth']}  running jobs: {data['running_jobs']}")
+    hosts = (await client.request("GET", "/v1/hosts"))["hosts"]
+    if len(hosts) > 1:  # a queue shared on PostgreSQL: every live supervisor
+        now = time.time()
+        print(f"\n{'HOST':<24} {'INSTANCES':<28} {'HEARTBEAT':>10}  VERSION")
+        for host in hosts:
+            states = ", ".join(f"{item['name']}={item['state']}" for item in host["instances"]) or "-"
+            mark = " (this one)" if host.get("self") else ""
+            print(f"{host['name'] + mark:<24} {states:<28} {max(0.0, now - host['heartbeat_at']):>8.0f} s  "
+                  f"{host['version']}")
     return EXIT_OK
 
 

@@ -50,6 +50,7 @@ from .job_request import FieldError, JobRequest
 from .job_store import (
     CANCELLED,
     FAILED,
+    HOST_LOST,
     NOT_STARTED,
     QUEUED,
     REJECTED,
@@ -128,6 +129,7 @@ class Dispatcher:
         self._unavailable_logged = False
         self._store_down = False
         self._lease_task: asyncio.Task[None] | None = None
+        self._progress_writes: set[asyncio.Future[None]] = set()
         self.host_state = host_state
         self.version = version
         self.kinds: dict[str, RequestKind] = {}
@@ -170,10 +172,11 @@ class Dispatcher:
 
     async def cancel(self, job_id: str) -> None:
         """Take a prefetched prompt out of ComfyUI's queue, or interrupt a running one; the job then
-        ends ``cancelled``."""
+        ends ``cancelled``. Once per attempt: the API, a NOTIFY and the lease renewal may all ask."""
         running = self._running.get(job_id)
-        if running is None:
+        if running is None or running.interrupted:
             return
+        running.interrupted = True
         if await self.pool.withdraw(running.instance):  # it never started: it never will
             log.info("cancelled before it started", extra={"job_id": job_id, "instance": running.instance.name})
             return
@@ -214,7 +217,6 @@ class Dispatcher:
             running = self._running.get(job_id)
             if running is None or running.interrupted:
                 continue
-            running.interrupted = True
             if job_id in renewal.lost:
                 log.warning("lease lost (this host was silent past jobs.lease_s and another host took the "
                             "job): interrupting it, committing nothing",
@@ -224,12 +226,19 @@ class Dispatcher:
         for job in await self.store.requeue_expired(self.max_attempts):
             log.warning("requeued a job whose host stopped renewing its lease (%s): %s", job.attempts[-1].instance
                         if job.attempts else "?", job.state, extra={"job_id": job.id})
-            self.metrics.attempts.labels("host_lost").inc()
+            self.metrics.attempts.labels(HOST_LOST).inc()
             if job.state == QUEUED:
-                self.events.state(job.id, QUEUED, reason="host_lost")
+                self.events.state(job.id, QUEUED, reason=HOST_LOST)
                 self.wake()
             else:
                 await self._ended(job, job.state)
+
+    def _progress_written(self, task: asyncio.Future[None]) -> None:
+        """Progress is best effort: a database outage only skips it."""
+        self._progress_writes.discard(task)
+        if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(),
+                                                                                    StoreUnavailable):
+            log.warning("progress not stored: %s", task.exception())
 
     async def _stored(self, write: Callable[[], Awaitable[T]]) -> T:
         """A commit of a running job, tried again until the database answers (fencing decides)."""
@@ -361,7 +370,8 @@ class Dispatcher:
             if running is not None and progress is not None and now - running.progress_at >= PROGRESS_INTERVAL_S:
                 running.progress_at = now
                 task = asyncio.ensure_future(self.store.set_progress(job_id, progress))
-                task.add_done_callback(_ignore_unavailable)
+                self._progress_writes.add(task)  # held until done: the loop keeps only weak references
+                task.add_done_callback(self._progress_written)
         return handle
 
     async def _retry(self, job: Job, attempt: int, reason: str, where: dict[str, Any],
@@ -404,12 +414,6 @@ class Dispatcher:
         current = await self._stored(lambda: self.store.get(job.id))
         if current is not None:
             self.events.state(job.id, current.state, error=current.error, category=current.category)
-
-
-def _ignore_unavailable(task: asyncio.Future[None]) -> None:
-    """Progress is best effort: a database outage only skips it."""
-    if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), StoreUnavailable):
-        log.warning("progress not stored: %s", task.exception())
 
 
 def missing_model_files(node_errors: dict[str, Any]) -> list[str]:

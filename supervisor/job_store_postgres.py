@@ -67,7 +67,7 @@ log = logging.getLogger("supervisor.store")
 CHANNEL = "cak_jobs"
 MIGRATION_LOCK = 0x63616B6A  # "cakj": the advisory lock key of schema changes
 NOW = "extract(epoch from now())::float8"  # the database's clock, as Unix seconds
-CONNECT_TIMEOUT_S = 5.0  # waiting longer for a connection: the database is unavailable
+CONNECT_TIMEOUT_S = 3.0  # waiting longer for a connection: the database is unavailable
 LISTEN_RETRY_S = 1.0
 DOWN_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
@@ -289,6 +289,8 @@ class PostgresJobStore(JobStore):
                 job_id = old["id"]
             elif state in TERMINAL_STATES:
                 await self._enqueue_webhook(db, job_id)
+            else:  # the other hosts' dispatchers look at the queue now, not at their next poll
+                await self._notify(db, job_id, QUEUED)
             job = await self._get(db, job_id)
         assert job is not None
         if on_committed is not None:
@@ -414,6 +416,7 @@ class PostgresJobStore(JobStore):
             elif row["state"] == RUNNING:
                 await db.execute(f"UPDATE jobs SET cancel_requested = true, updated_at = {NOW} WHERE id = %s",
                                  (job_id,))
+                await self._notify(db, job_id, RUNNING, cancel=True)  # its holder interrupts it now
             return await self._get(db, job_id)
 
     async def _enqueue_webhook(self, db: psycopg.AsyncConnection[Any], job_id: str) -> None:

@@ -160,12 +160,18 @@ class JobService:
         } for snap in self.pool.snapshot()]
 
     def _remote_event(self, job_id: str, state: str, details: dict[str, Any]) -> None:
-        """A change another host made (PostgreSQL's NOTIFY) to this host's listeners of the job."""
+        """A change another host made (PostgreSQL's NOTIFY): to this host's listeners of the job; a
+        queued job wakes the dispatcher; a cancel asked elsewhere interrupts the job if it runs here
+        (the lease renewal would find it too, a little later)."""
         progress = details.get("progress")
         if isinstance(progress, dict):
             self.events.publish(job_id, progress)
+        elif details.get("cancel"):
+            self.in_background(self.dispatcher.cancel(job_id), f"cancel {job_id}")
         else:
             self.events.state(job_id, state, **details)
+            if state == QUEUED:
+                self.dispatcher.wake()
 
     def ready_instances(self) -> int:
         return sum(1 for snap in self.pool.snapshot() if snap.state in SERVING_STATES)

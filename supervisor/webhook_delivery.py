@@ -35,6 +35,7 @@ from .job_store import (
     WEBHOOK_GONE,
     WEBHOOK_PENDING,
     JobStore,
+    StoreUnavailable,
     WebhookDelivery,
 )
 from .metrics import ServiceMetrics
@@ -107,6 +108,9 @@ class WebhookSender:
                 await asyncio.gather(*(self._deliver(delivery) for delivery in deliveries))
             except asyncio.CancelledError:
                 raise
+            except StoreUnavailable as exc:  # the events wait in the outbox until the database is back
+                log.warning("webhook delivery waits: %s", exc)
+                deliveries = []
             except Exception:  # the worker must outlive any single failure (e.g. a full disk)
                 log.exception("webhook delivery failed; retrying in %.1f s", self.settings.poll_interval_s)
                 deliveries = []

@@ -34,8 +34,10 @@ def free_port() -> int:
 class PostgresTestServer:
     """``initdb`` + ``pg_ctl start`` in ``folder``; ``url(db)`` for clients (trust auth, loopback)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, durable: bool = False) -> None:
+        """``durable``: fsync on (a benchmark's server); tests run without it, a crash is simulated."""
         self.folder = Path(folder)
+        self.durable = durable
         self.data = self.folder / "data"
         self.port = free_port()
         self.as_root = os.geteuid() == 0
@@ -58,8 +60,8 @@ class PostgresTestServer:
         self.sql("CREATE DATABASE cak_template")
 
     def start(self) -> None:
-        options = (f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c max_connections=300 -c shared_buffers=32MB")
+        options = (f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
+                   f"-c fsync={'on' if self.durable else 'off'} -c max_connections=300 -c shared_buffers=32MB")
         self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-t", "60",
                   "-l", str(self.folder / "log"), "-o", options, "start")
 

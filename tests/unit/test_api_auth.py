@@ -19,7 +19,7 @@ TOKEN = "unit-test-token-0123456789"
 JOB = str(uuid.uuid4())
 V1_ROUTES = [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", f"/v1/jobs/{JOB}"),
              ("DELETE", f"/v1/jobs/{JOB}"), ("GET", f"/v1/jobs/{JOB}/images/0"),
-             ("GET", f"/v1/jobs/{JOB}/events"), ("GET", "/v1/instances"),
+             ("GET", f"/v1/jobs/{JOB}/events"), ("GET", "/v1/instances"), ("GET", "/v1/hosts"),
              ("POST", "/v1/instances/comfy-1/restart"), ("POST", "/v1/instances/comfy-1/drain"),
              ("GET", "/metrics"), ("GET", "/readyz"), ("GET", "/v1/openapi.yaml")]
 BAD_IDS = ["not-a-uuid", JOB.upper(), JOB.replace("-", ""), "..%2F..%2Fetc%2Fpasswd", "%C2%B2", f"{JOB}x"]

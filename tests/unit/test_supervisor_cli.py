@@ -49,3 +49,31 @@ def test_missing_model_files_are_named_once_with_their_folder() -> None:
     assert missing_model_files(node_errors) == ["big.safetensors (put it in models/diffusion_models/)",
                                                 "vae.safetensors (put it in models/vae/)"]
     assert missing_model_files({"4": node_errors["4"]}) == []  # a bad choice is not a missing model
+
+
+class _Answers:
+    """A ServiceClient stand-in answering ``status``'s two reads."""
+
+    def __init__(self, hosts: list[dict]) -> None:
+        self.hosts = hosts
+
+    async def request(self, method: str, path: str, **_: object) -> dict:
+        if path == "/v1/instances":
+            return {"instances": [], "queue_depth": 3, "running_jobs": 1}
+        return {"hosts": self.hosts, "queue_depth": 3, "running_jobs": 1}
+
+
+def test_status_lists_the_hosts_only_when_several_share_the_queue(capsys) -> None:
+    import asyncio
+    import time
+
+    from supervisor.cli import _status
+
+    host = {"name": "gpu-a", "self": True, "started_at": 0, "heartbeat_at": time.time(), "version": "0.1.0",
+            "instances": [{"name": "comfy-1", "state": "busy"}]}
+    asyncio.run(_status(_Answers([host])))  # type: ignore[arg-type]
+    alone = capsys.readouterr().out
+    asyncio.run(_status(_Answers([host, {**host, "name": "gpu-b", "self": False}])))  # type: ignore[arg-type]
+    shared = capsys.readouterr().out
+    assert "HOST" not in alone and "queue depth: 3" in alone
+    assert "gpu-a (this one)" in shared and "gpu-b" in shared and "comfy-1=busy" in shared
