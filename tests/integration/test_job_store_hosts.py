@@ -204,7 +204,11 @@ def test_a_frozen_host_wakes_up_commits_nothing_and_interrupts_its_comfyui(pair)
     assert done["attempts"][-1]["instance"] == f"{survivor.name}-cpu"
 
     victim.resume_host()
-    # Its ComfyUI was still mid-job: the woken supervisor finds its lease gone and interrupts it.
+    # Its ComfyUI was still mid-job: the woken supervisor finds its lease gone and interrupts it. Its
+    # own decision, from its log: under load the freeze also outlasts health.step_timeout_s, and the
+    # watchdog's hang restart would end that ComfyUI even without the interrupt.
+    wait_until(lambda: _logged_lease_lost(victim, job["id"]), f"{victim.name} never noticed its lease was gone:\n"
+               f"{victim.log_tail()}", 300)
     for url in comfy_urls:
         wait_until(lambda url=url: _comfy_idle(url), f"{url} was not interrupted:\n{victim.log_tail()}", 300)
         finished = [entry["status"] for entry in _comfy(url, "/history").values()]
@@ -239,6 +243,15 @@ def test_database_crash_answers_503_then_every_job_finishes(pair, postgres_serve
         assert_one_result_everywhere(pair, job["id"])
     listed = b.get("/v1/jobs?limit=100")["jobs"]
     assert {job["id"] for job in jobs} <= {job["id"] for job in listed}
+
+
+def _logged_lease_lost(host: SupervisorProcess, job_id: str) -> bool:
+    for line in host.log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and job_id in line:
+            record = json.loads(line)
+            if record.get("job_id") == job_id and "lease lost" in record.get("message", ""):
+                return True
+    return False
 
 
 def _comfy(url: str, path: str) -> Any:
