@@ -239,6 +239,9 @@ def test_database_crash_answers_503_then_every_job_finishes(pair, postgres_serve
         assert body["error"]["code"] == "database_unavailable", (status, body)
     finally:
         postgres_server.start()
+    for host in pair:  # each reconnects by itself: 503 until its pool has a connection again
+        wait_until(lambda host=host: host.call("GET", f"/v1/jobs/{jobs[0]['id']}")[0] == 200,
+                   f"{host.name} never reconnected:\n{host.log_tail()}", 300)
     for job in jobs:  # an outage longer than the lease may cost an attempt (host_lost), never the job
         assert_one_result_everywhere(pair, job["id"])
     listed = b.get("/v1/jobs?limit=100")["jobs"]
