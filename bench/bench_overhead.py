@@ -17,6 +17,10 @@ job so nothing is cached) and the CPU workflow (``cute_animal_cpu``, 2 steps). F
 
 Overhead = median supervisor latency - median ComfyUI-alone latency for the same graph. Clients
 follow the event stream (no polling), so the bench itself stays light on the two cores.
+
+``--postgres [URL]`` runs every supervisor setup twice, on SQLite and on a PostgreSQL job store
+(the URL's database, or a server of its own from ``tests/support/postgres_server.py``), and prints
+the PostgreSQL / SQLite latency ratio of the same run.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from cak.comfy_process import ComfyLaunch, ComfyProcess, free_port
 from cak.install_state import REPO_ROOT, load_state
 from cak.workflow import Workflow
 from supervisor.service_client import ServiceClient, ServiceError
+from tests.support.job_service import scratch_postgres
 
 FINAL = {"succeeded", "failed", "rejected", "cancelled"}
 CPU_WORKFLOW = "cute_animal_cpu"
@@ -131,7 +136,7 @@ async def comfy_burst(url: str, case: Case, count: int, seed: int) -> float:
 
 
 class Supervisor:
-    def __init__(self, base: Path, instances: int, prefetch: int | None) -> None:
+    def __init__(self, base: Path, instances: int, prefetch: int | None, database_url: str | None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.instances = instances
@@ -139,6 +144,8 @@ class Supervisor:
         jobs: dict = {"allow_graphs": True, "keep_images_days": 0}
         if prefetch is not None:
             jobs["prefetch"] = prefetch
+        if database_url is not None:
+            jobs["database_url"] = database_url
         config = base / "supervisor.yaml"
         config.write_text(yaml.safe_dump({"instances": instances, "output_root": str(base / "out"),
                                           "http": {"port": self.port}, "jobs": jobs}))
@@ -177,8 +184,8 @@ async def submit_and_follow(client: ServiceClient, body: dict) -> None:
 
 
 async def through_supervisor(base: Path, case: Case, instances: int, prefetch: int | None, jobs: int,
-                             burst: int, seed: int) -> tuple[list[float], float]:
-    supervisor = Supervisor(base, instances, prefetch)
+                             burst: int, seed: int, database_url: str | None) -> tuple[list[float], float]:
+    supervisor = Supervisor(base, instances, prefetch, database_url)
     try:
         async with ServiceClient(supervisor.url, timeout=120) as client:
             await supervisor.ready(client)
@@ -202,7 +209,8 @@ async def through_supervisor(base: Path, case: Case, instances: int, prefetch: i
 # ---------------------------------------------------------------------- report
 
 
-async def bench_case(base: Path, case: Case, jobs: int, burst: int, setups: list[tuple[int, int | None]]) -> None:
+async def bench_case(base: Path, case: Case, jobs: int, burst: int, setups: list[tuple[int, int | None]],
+                     database_url: str | None) -> None:
     seed = random.randint(1, 10**6)
     direct, direct_rate = await comfy_alone(base, case, jobs, burst, seed)
     direct_median = statistics.median(direct)
@@ -211,12 +219,21 @@ async def bench_case(base: Path, case: Case, jobs: int, burst: int, setups: list
     rates: dict[tuple[int, int | None], float] = {}
     for instances, prefetch in setups:
         latencies, rate = await through_supervisor(base / f"{case.name}-{instances}-{prefetch}", case, instances,
-                                                   prefetch, jobs, burst, seed + 10**7 * (len(rates) + 1))
+                                                   prefetch, jobs, burst, seed + 10**7 * (len(rates) + 1), None)
         rates[(instances, prefetch)] = rate
         median = statistics.median(latencies) if latencies else float("nan")
         print(f"supervisor, {instances} instance(s), prefetch {prefetch}: median latency {median * 1000:.1f} ms "
               f"(overhead {(median - direct_median) * 1000:+.1f} ms), burst {rate:.1f} jobs/s "
               f"({rate / direct_rate:.2f}x ComfyUI alone)")
+        if database_url is None:
+            continue
+        pg_latencies, pg_rate = await through_supervisor(
+            base / f"{case.name}-{instances}-{prefetch}-pg", case, instances, prefetch, jobs, burst,
+            seed + 10**7 * (len(rates) + 1) + 10**6, database_url)
+        pg_median = statistics.median(pg_latencies)
+        print(f"  same on PostgreSQL: median latency {pg_median * 1000:.1f} ms "
+              f"({pg_median / median:.3f}x SQLite, {(pg_median - median) * 1000:+.1f} ms), "
+              f"burst {pg_rate:.1f} jobs/s ({pg_rate / rate:.2f}x SQLite)")
     for prefetch in {p for _, p in setups}:
         if (1, prefetch) in rates and (2, prefetch) in rates:
             print(f"prefetch {prefetch}: 2 instances / 1 instance = {rates[(2, prefetch)] / rates[(1, prefetch)]:.2f}x")
@@ -231,13 +248,20 @@ async def main() -> None:
     parser.add_argument("--prefetch", type=int, nargs="+", default=[0, 1],
                         help="prefetch depths to compare (default 0 1); -1: leave the setting out (older code)")
     parser.add_argument("--instances", type=int, nargs="+", default=[1, 2], help="pool sizes (default 1 2)")
+    parser.add_argument("--postgres", nargs="?", const="own", default=None, metavar="URL",
+                        help="also run each setup on a PostgreSQL job store: this database, or (no URL) a server "
+                             "of its own; prints the PostgreSQL / SQLite ratio")
     args = parser.parse_args()
     setups = [(n, None if p < 0 else p) for p in args.prefetch for n in args.instances]
     print(f"bench_overhead {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
-        await bench_case(Path(tmp), Case("trivial"), args.jobs, args.burst, setups)
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp, contextlib.ExitStack() as stack:
+        url = args.postgres
+        if url == "own":
+            url = stack.enter_context(scratch_postgres()).new_database()
+        if args.jobs:
+            await bench_case(Path(tmp), Case("trivial"), args.jobs, args.burst, setups, url)
         if args.cpu_jobs:
-            await bench_case(Path(tmp), Case("cpu"), args.cpu_jobs, args.cpu_burst, setups)
+            await bench_case(Path(tmp), Case("cpu"), args.cpu_jobs, args.cpu_burst, setups, url)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,20 @@ node. Meanwhile faults are injected at seeded random moments, one after the othe
 - ``hang``: a job with ``FaultHang`` → restart ``hang`` on each attempt until the job fails;
 - ``leak``: a job with ``FaultLeak`` → the job succeeds, then the instance restarts ``leak``.
 
-At the end it reconciles the clients' records with the API and the SQLite file (rules in
+``--hosts 2`` runs two supervisors (``host-a``, ``host-b``, one CPU instance each, a short lease) on one
+PostgreSQL job store (``--database-url``, or a server of its own from ``tests/support/postgres_server.py``).
+Clients spread their requests over the live hosts and follow each job on any of them; the faults
+above hit one host at a time, and two more join them:
+
+- ``host_kill``: SIGKILL a host's supervisor and its ComfyUI together, then start it again; its jobs
+  go on elsewhere (``host_lost``) or at its own restart (``supervisor_restart``);
+- ``host_stop``: SIGSTOP a host's supervisor and ComfyUI past the lease, then SIGCONT; the other host
+  takes its jobs over (``host_lost``) and the woken one must commit nothing.
+
+    .venv/bin/python bench/chaos.py --hosts 2 --jobs 40 --faults-per-kind 1 --max-minutes 30
+
+At the end it reconciles the clients' records with the API and the store (the SQLite file, or the
+PostgreSQL tables) (rules in
 ``tests/support/chaos_rules.py``), prints a table (or ``--json``) and exits 0 when all holds, 1 on any lost or
 duplicated job, wrong outcome, unrecovered fault or leftover ComfyUI, 3 when time ran out before
 every job was sent or every fault injected. The seed fixes the jobs, the faults and the pauses;
@@ -35,6 +48,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,7 +76,7 @@ from tests.support.chaos_rules import (  # noqa: E402
     reconcile,
     table,
 )
-from tests.support.job_service import SupervisorProcess  # noqa: E402
+from tests.support.job_service import SupervisorProcess, host_pair, scratch_postgres  # noqa: E402
 from tests.support.supervisor_fixtures import FAULT_NODES_DIR, comfy_processes_under  # noqa: E402
 
 SETTINGS_FILE = Path(__file__).with_name("chaos.yaml")
@@ -80,20 +94,36 @@ class AnswerLost(Exception):
 
 
 class Chaos:
-    def __init__(self, state: RunState, supervisor: SupervisorProcess,
+    def __init__(self, state: RunState, hosts: list[SupervisorProcess],
                  session: aiohttp.ClientSession) -> None:
         self.s = state
-        self.sup = supervisor
+        self.hosts = hosts
         self.session = session
         self.fault_rng = random.Random(f"{state.args.seed}-faults")
         self.fault_jobs: set[str] = set()
         self.settled = asyncio.Event()
         self.stopped_pids: set[int] = set()
+        # Each host process's epoch (restart counters start again with each); hosts being killed or
+        # frozen are left out of requests and samples until they serve again.
+        self.epochs = {host.url: number for number, host in enumerate(hosts)}
+        state.epoch = len(hosts) - 1
+        self.down: set[str] = set()
+        self.turn = 0
+
+    def live(self) -> list[SupervisorProcess]:
+        return [host for host in self.hosts if host.url not in self.down] or self.hosts
+
+    def next_host(self) -> SupervisorProcess:
+        """The live hosts in turn: every request may go to any of them."""
+        live = self.live()
+        self.turn += 1
+        return live[self.turn % len(live)]
 
     async def call(self, method: str, path: str, body: Any = None,
-                   headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+                   headers: dict[str, str] | None = None,
+                   host: SupervisorProcess | None = None) -> tuple[int, dict[str, str], Any]:
         try:
-            url = self.sup.url + path
+            url = (host or self.next_host()).url + path
             async with self.session.request(method, url, json=body, headers=headers) as answer:
                 raw = await answer.read()
                 data = json.loads(raw) if raw and answer.content_type == "application/json" else raw
@@ -202,15 +232,18 @@ class Chaos:
 
     # ------------------------------------------------------------------ watching the instances
 
-    async def monitor(self) -> None:
-        """Sample ``/v1/instances`` until the run ends: the record recoveries are read from."""
+    async def monitor(self, host: SupervisorProcess) -> None:
+        """Sample the host's ``/v1/instances`` until the run ends: the record recoveries are read from."""
         while not self.settled.is_set():
-            epoch = self.s.epoch
+            epoch = self.epochs[host.url]
+            if host.url in self.down:
+                await asyncio.sleep(POLL_S)
+                continue
             try:
-                status, _, data = await self.call("GET", "/v1/instances")
+                status, _, data = await self.call("GET", "/v1/instances", host=host)
             except (Unreachable, AnswerLost):
                 status = 0
-            if status == 200 and epoch == self.s.epoch:
+            if status == 200 and epoch == self.epochs[host.url]:
                 self.s.samples.append(Sample(time.time(), epoch, {
                     i["name"]: (i["state"], i["pid"], dict(i["restarts"])) for i in data["instances"]}))
             await asyncio.sleep(POLL_S)
@@ -242,37 +275,48 @@ class Chaos:
                 self.s.say(f"no time left for the remaining {kind} and later faults")
                 return
             if kind == "supervisor_kill":
-                await self.kill_supervisor()
+                await self.kill_supervisor(self.fault_rng.choice(self.hosts))
+            elif kind in ("host_kill", "host_stop"):
+                await self.hit_host(kind, self.fault_rng.choice(self.hosts))
             else:
                 await self.signal_instance(kind)
 
     async def settle(self, count: int, quiet_s: float = 6.0) -> list[dict[str, Any]]:
-        """Wait (bounded) until ``count`` instances have been idle and READY for ``quiet_s``.
+        """Wait (bounded) until ``count`` instances (all hosts') have been idle and READY for ``quiet_s``.
 
         A leak restart comes just after its job ends, so the last ones need this to be seen.
         """
         since, quiet_from = time.time(), None
+        instances: list[dict[str, Any]] = []
         while time.time() - since < RECOVERY_LIMIT_S:
-            latest = self.s.samples[-1] if self.s.samples else None
-            idle = latest is not None and sum(
-                state == "ready" for state, _, _ in latest.instances.values()) >= count
-            quiet_from = (quiet_from or latest.at) if idle else None
-            if quiet_from is not None and latest.at - quiet_from >= quiet_s:
+            instances = await self.all_instances()
+            now = time.time()
+            idle = sum(i["state"] == "ready" for i in instances) >= count
+            quiet_from = (quiet_from or now) if idle else None
+            if quiet_from is not None and now - quiet_from >= quiet_s:
                 break
             await asyncio.sleep(POLL_S)
         self.settled.set()
-        try:
-            _, _, data = await self.call("GET", "/v1/instances")
-        except (Unreachable, AnswerLost):
-            return []
-        return data["instances"]
+        return instances
+
+    async def all_instances(self) -> list[dict[str, Any]]:
+        found = []
+        for host in self.hosts:
+            try:
+                status, _, data = await self.call("GET", "/v1/instances", host=host)
+            except (Unreachable, AnswerLost):
+                continue
+            if status == 200:
+                found += data["instances"]
+        return found
 
     async def pick_victim(self) -> tuple[str, int] | None:
         """A serving instance that is idle or runs a plain job (a fault job there would blur the causes)."""
         while self.s.left() > 60:
+            host = self.fault_rng.choice(self.live())
             try:
-                _, _, instances = await self.call("GET", "/v1/instances")
-                _, _, running = await self.call("GET", "/v1/jobs?state=running&limit=100")
+                _, _, instances = await self.call("GET", "/v1/instances", host=host)
+                _, _, running = await self.call("GET", "/v1/jobs?state=running&limit=100", host=host)
             except (Unreachable, AnswerLost):
                 await asyncio.sleep(1.0)
                 continue
@@ -308,37 +352,85 @@ class Chaos:
         self.s.say(f"  {name} serving again after {fault.ttr:.1f} s" if fault.ttr is not None
                    else f"  {name} NOT serving again")
 
-    async def kill_supervisor(self) -> None:
-        """SIGKILL the supervisor, start it again; its start must also end the ComfyUI left running."""
-        await asyncio.to_thread(self.sup.record_pids)  # the helper's own clean-up list
-        left_running = await asyncio.to_thread(self.live_comfyui)
-        fault = Fault("supervisor_kill", None, self.sup.popen.pid if self.sup.popen else None, time.time(),
-                      self.s.epoch)
-        self.s.epoch += 1
+    def supervisor_fault(self, kind: str, host: SupervisorProcess) -> Fault:
+        """The record of a fault on a whole supervisor: it hits every instance of that host."""
+        seen = [sample for sample in reversed(self.s.samples) if sample.epoch == self.epochs[host.url]]
+        fault = Fault(kind, None, host.popen.pid if host.popen else None, time.time(), self.epochs[host.url],
+                      host_instances=sorted(seen[0].instances) if seen else [])
         self.s.faults.append(fault)
-        self.s.say(f"fault supervisor_kill: pid {fault.pid} (ComfyUI {sorted(left_running)} left running)")
-        await asyncio.to_thread(self.sup.kill)
+        self.s.say(f"fault {kind}: {host.name or 'supervisor'} pid {fault.pid}, instances {fault.host_instances}")
+        return fault
+
+    async def restart(self, host: SupervisorProcess, fault: Fault) -> bool:
+        """Start a killed host again on its config and database: a new epoch once it serves."""
+        self.s.epoch += 1
+        self.epochs[host.url] = self.s.epoch
+        count = self.s.settings["supervisor"]["instances"]
         try:
-            await asyncio.to_thread(self.sup.start, 2, min(RECOVERY_LIMIT_S, max(self.s.left(), 1)))
+            await asyncio.to_thread(host.start, count, min(RECOVERY_LIMIT_S, max(self.s.left(), 1)))
         except (TimeoutError, RuntimeError) as exc:
             fault.note = f"restart failed: {str(exc).splitlines()[0]}"
             self.s.say(f"  supervisor restart FAILED: {exc}")
-            return
+            return False
+        finally:
+            self.down.discard(host.url)
         fault.recovered_at = time.time()
-        fault.survivors = sorted(left_running & await asyncio.to_thread(self.live_comfyui))
-        self.s.say(f"  supervisor and 2 instances serving again after {fault.ttr:.1f} s"
+        return True
+
+    async def kill_supervisor(self, host: SupervisorProcess) -> None:
+        """SIGKILL the supervisor, start it again; its start must also end the ComfyUI left running."""
+        await asyncio.to_thread(host.record_pids)  # the helper's own clean-up list
+        left_running = await asyncio.to_thread(self.live_comfyui, host)
+        self.down.add(host.url)
+        fault = self.supervisor_fault("supervisor_kill", host)
+        self.s.say(f"  ComfyUI {sorted(left_running)} left running")
+        await asyncio.to_thread(host.kill)
+        if not await self.restart(host, fault):
+            return
+        fault.survivors = sorted(left_running & await asyncio.to_thread(self.live_comfyui, host))
+        self.s.say(f"  supervisor and its instances serving again after {fault.ttr:.1f} s"
                    + (f"; the old ComfyUI {fault.survivors} still run" if fault.survivors else ""))
         for pid in fault.survivors:  # reported as a violation; not left to slow the rest of the run
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
 
-    def live_comfyui(self) -> set[int]:
-        return {process.pid for process in comfy_processes_under(self.s.base / "out")}
+    async def hit_host(self, kind: str, host: SupervisorProcess) -> None:
+        """A whole host lost: killed and started again (``host_kill``), or frozen past its lease and
+        woken (``host_stop``). Meanwhile the other host must take its jobs over."""
+        self.down.add(host.url)
+        fault = self.supervisor_fault(kind, host)
+        if kind == "host_kill":
+            await asyncio.to_thread(host.kill_host)
+            if await self.restart(host, fault):
+                self.s.say(f"  {host.name} serving again after {fault.ttr:.1f} s")
+            return
+        await asyncio.to_thread(host.pause_host)
+        paused = set(host.paused)
+        self.stopped_pids |= paused
+        await asyncio.sleep(self.s.settings["hosts"]["stop_leases"] * self.s.settings["hosts"]["lease_s"])
+        await asyncio.to_thread(host.resume_host)
+        self.stopped_pids -= paused
+        try:
+            await asyncio.to_thread(host.wait_ready, self.s.settings["supervisor"]["instances"],
+                                    min(RECOVERY_LIMIT_S, max(self.s.left(), 1)))
+        except (TimeoutError, RuntimeError) as exc:
+            fault.note = f"not serving after SIGCONT: {str(exc).splitlines()[0]}"
+            self.s.say(f"  {host.name} NOT serving again: {exc}")
+            return
+        finally:
+            self.down.discard(host.url)
+        fault.recovered_at = time.time()
+        self.s.say(f"  {host.name} woken and serving again after {fault.ttr:.1f} s")
+
+    def live_comfyui(self, host: SupervisorProcess | None = None) -> set[int]:
+        folder = host.base_dir if host is not None else self.s.base
+        return {process.pid for process in comfy_processes_under(folder)}
 
     def kill_comfyui(self) -> None:
         """Every ComfyUI of this run: the recorded pids, then any process still naming the run folder."""
-        self.sup.kill_orphans()
-        for process in comfy_processes_under(self.s.base / "out"):
+        for host in self.hosts:
+            host.kill_orphans()
+        for process in comfy_processes_under(self.s.base):
             with contextlib.suppress(psutil.Error):  # gone meanwhile
                 process.kill()
 
@@ -346,64 +438,80 @@ class Chaos:
 # ---------------------------------------------------------------------- reconciliation
 
 
-def supervisor_for(base: Path, settings: dict[str, Any]) -> SupervisorProcess:
-    """The tests' launcher, with this run's config; the fault nodes load as extra custom nodes."""
+def supervisors_for(base: Path, settings: dict[str, Any], database_url: str | None) -> list[SupervisorProcess]:
+    """The tests' launcher, with this run's config (one host, or a pair on ``database_url``); the
+    fault nodes load as extra custom nodes."""
     conf = settings["supervisor"]
-    sup = SupervisorProcess(base, instances=conf["instances"], jobs=conf["jobs"], health=conf["health"])
-    config = yaml.safe_load(sup.config_path.read_text())
-    config["model_folders"] = {"custom_nodes": str(FAULT_NODES_DIR)}
-    sup.config_path.write_text(yaml.safe_dump(config))
-    return sup
+    if database_url is None:
+        hosts = [SupervisorProcess(base, instances=conf["instances"], jobs=conf["jobs"], health=conf["health"])]
+    else:
+        hosts = host_pair(base, database_url, lease_s=settings["hosts"]["lease_s"], jobs=conf["jobs"],
+                          health=conf["health"])
+    for sup in hosts:
+        config = yaml.safe_load(sup.config_path.read_text())
+        config["model_folders"] = {"custom_nodes": str(FAULT_NODES_DIR)}
+        if database_url is not None:  # instances named after the host: attempts and faults tell them apart
+            config["instances"] = [{"name": f"{sup.name}-cpu-{n + 1}"} for n in range(conf["instances"])]
+        sup.config_path.write_text(yaml.safe_dump(config))
+    return hosts
 
 
 async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     settings = yaml.safe_load(SETTINGS_FILE.read_text())
+    if args.hosts > 1:
+        settings["supervisor"]["instances"] = settings["hosts"]["instances"]
     max_attempts = settings["supervisor"]["jobs"]["max_attempts"]
     plan = build_plan(settings, args.jobs, args.faults_per_kind, max_attempts, random.Random(args.seed))
-    schedule = fault_schedule(args.faults_per_kind, args.jobs, random.Random(f"{args.seed}-schedule"))
+    schedule = fault_schedule(args.faults_per_kind, args.jobs, random.Random(f"{args.seed}-schedule"), args.hosts)
     state = RunState(args, settings, base)
-    sup = supervisor_for(base, settings)
-    state.say(f"starting the supervisor (2 CPU instances, warm-up) in {base}")
+    count = settings["supervisor"]["instances"]
+    hosts = supervisors_for(base, settings, args.database_url if args.hosts > 1 else None)
+    state.say(f"starting {len(hosts)} supervisor(s) ({count} CPU instance(s) each, warm-up) in {base}")
     connector = aiohttp.TCPConnector(force_close=True, limit=64)  # no stale keep-alive across a restart
     timeout = aiohttp.ClientTimeout(total=30, connect=5)
     final_instances: list[dict[str, Any]] = []
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        chaos = Chaos(state, sup, session)
+        chaos = Chaos(state, hosts, session)
         try:
-            await asyncio.to_thread(sup.start, settings["supervisor"]["instances"], RECOVERY_LIMIT_S)
+            await asyncio.gather(*(asyncio.to_thread(host.start, count, RECOVERY_LIMIT_S) for host in hosts))
             state.started = time.time()  # the budget counts from a serving pool
             faults = " ".join(f"{kind} after job {mark}" for mark, kind in schedule)
-            state.say(f"serving on {sup.url}; {len(plan)} jobs; faults: {faults}; and the hang/leak jobs")
+            state.say(f"serving on {' '.join(host.url for host in hosts)}; {len(plan)} jobs; faults: {faults}; "
+                      "and the hang/leak jobs")
             queue: asyncio.Queue[Spec] = asyncio.Queue()
             for spec in plan:
                 queue.put_nowait(spec)
-            watcher = asyncio.create_task(chaos.monitor())
+            watchers = [asyncio.create_task(chaos.monitor(host)) for host in hosts]
             injector = asyncio.create_task(chaos.inject(schedule))
             clients = [asyncio.create_task(chaos.client(queue)) for _ in range(args.clients)]
             progress = asyncio.create_task(report_progress(state))
             await asyncio.gather(*clients)
             state.say(f"clients done: {len(state.outcomes)} submitted")
             await injector
-            final_instances = await chaos.settle(settings["supervisor"]["instances"])
-            await watcher
+            final_instances = await chaos.settle(count * len(hosts))
+            await asyncio.gather(*watchers)
             progress.cancel()
-            leftovers = await asyncio.to_thread(stop_and_count, sup, base)
+            leftovers = await asyncio.to_thread(stop_and_count, hosts, base)
         finally:
             for pid in chaos.stopped_pids:  # a stopped process cannot act on the SIGTERM of the stop
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            await asyncio.to_thread(sup.stop)  # after a failure; otherwise a no-op
+            for host in hosts:
+                await asyncio.to_thread(host.stop)  # after a failure; otherwise a no-op
             await asyncio.to_thread(chaos.kill_comfyui)
-    state.say("supervisor stopped; reconciling")
+    state.say("supervisors stopped; reconciling")
     return reconcile(state, plan, max_attempts, leftovers, final_instances)
 
 
-def stop_and_count(sup: SupervisorProcess, base: Path) -> int:
-    """SIGTERM the supervisor (it drains and stops its instances); ComfyUI of the run still alive after."""
-    assert sup.popen is not None
-    sup.popen.send_signal(signal.SIGTERM)
-    sup.popen.wait(timeout=120)
-    return len(comfy_processes_under(base / "out"))
+def stop_and_count(hosts: list[SupervisorProcess], base: Path) -> int:
+    """SIGTERM the supervisors (each drains and stops its instances); ComfyUI of the run still alive after."""
+    for sup in hosts:
+        assert sup.popen is not None
+        sup.popen.send_signal(signal.SIGTERM)
+    for sup in hosts:
+        assert sup.popen is not None
+        sup.popen.wait(timeout=120)
+    return len(comfy_processes_under(base))
 
 
 async def report_progress(state: RunState) -> None:
@@ -428,16 +536,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7,
                         help="seeds the jobs, the faults and the pauses (default 7)")
     parser.add_argument("--faults-per-kind", type=int, default=5,
-                        help="SIGKILLs, SIGSTOPs and supervisor kills each, leak jobs; hang jobs enough for "
-                             "this many hang attempts (default 5)")
+                        help="SIGKILLs, SIGSTOPs and supervisor kills each (host kills and stops too with --hosts 2), "
+                             "leak jobs; hang jobs enough for this many hang attempts (default 5)")
     parser.add_argument("--max-minutes", type=float, default=45,
                         help="the whole run's budget once the pool serves; faults stop at 75%% of it "
                              "(default 45)")
+    parser.add_argument("--hosts", type=int, choices=(1, 2), default=1,
+                        help="supervisors sharing one queue: 2 runs them on PostgreSQL and adds host_kill and "
+                             "host_stop faults (default 1: one supervisor on SQLite)")
+    parser.add_argument("--database-url", default=None,
+                        help="the PostgreSQL of --hosts 2 (an empty database); default: a server of its own "
+                             "in the run folder (Debian's PostgreSQL, install.py --with-postgres)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
     parser.add_argument("--keep", action="store_true", help="keep the run folder")
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.clients < 1 or args.faults_per_kind < 0 or args.max_minutes <= 0:
         parser.error("--jobs and --clients must be >= 1, --faults-per-kind >= 0, --max-minutes > 0")
+    if args.database_url and args.hosts < 2:
+        parser.error("--database-url is for --hosts 2 (one host keeps its SQLite queue)")
     return args
 
 
@@ -445,8 +561,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="cak-chaos-"))
     try:
-        report = asyncio.run(run(args, base))
-    except (TimeoutError, RuntimeError) as exc:
+        with contextlib.ExitStack() as stack:
+            if args.hosts > 1 and args.database_url is None:  # read by the reconciliation before the stop
+                args.database_url = stack.enter_context(scratch_postgres()).new_database()
+            report = asyncio.run(run(args, base))
+    except (TimeoutError, RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"the service did not start: {exc}\nrun folder kept: {base}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else table(report))

@@ -292,6 +292,23 @@
     $("restarts-total").textContent = restarts;
   }
 
+  // ------------------------------------------------------------------ hosts
+
+  function renderHosts(data) {
+    // Several supervisors on one PostgreSQL queue (docs/scaling.md): one line per live host.
+    // One host is this page's own supervisor, already shown below: the block stays hidden.
+    const hosts = data.hosts || [];
+    $("hosts-block").hidden = hosts.length <= 1;
+    $("hosts").replaceChildren(...hosts.map((host) => {
+      const instances = host.instances || [];
+      const serving = instances.filter((i) => SERVING.has(String(i.state))).length;
+      return el("li", { className: "host", "data-host": host.name },
+        el("strong", {}, host.name),
+        el("span", { className: "muted" },
+          ` ${serving} / ${instances.length} instances serving, heartbeat ${ago(host.heartbeat_at)}`));
+    }));
+  }
+
   // ------------------------------------------------------------------ jobs
 
   function jobSignature(job) {
@@ -419,7 +436,9 @@
     clearTimeout(timer);
     if (waitingForToken) return;
     try {
-      const [instances, jobs] = await Promise.all([api("/v1/instances"), api(`/v1/jobs?limit=${JOBS_SHOWN}`)]);
+      const [instances, jobs, hosts] = await Promise.all(
+        [api("/v1/instances"), api(`/v1/jobs?limit=${JOBS_SHOWN}`), api("/v1/hosts")]);
+      renderHosts(hosts);
       renderInstances(instances);
       renderJobs(jobs);
       $("forget-token").hidden = !token;

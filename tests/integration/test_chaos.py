@@ -20,10 +20,21 @@ pytestmark = pytest.mark.slow
 
 
 def test_chaos_small_run_loses_nothing_and_recovers_from_every_fault():
+    _check_small_run([])
+
+
+def test_chaos_two_hosts_on_postgres_lose_nothing_when_a_host_dies_or_freezes(postgres_url):
+    """--hosts 2: host_kill and host_stop join the faults; the same rules, read from PostgreSQL."""
+    report = _check_small_run(["--hosts", "2", "--database-url", postgres_url], minutes=20)
+    assert report["hosts"] == 2
+    assert {"host_kill", "host_stop"} <= set(report["faults"])
+
+
+def _check_small_run(extra: list[str], minutes: int = 12) -> dict:
     run = subprocess.run(
         [sys.executable, "bench/chaos.py", "--jobs", "12", "--clients", "3", "--seed", "1",
-         "--faults-per-kind", "1", "--max-minutes", "12", "--json"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500)
+         "--faults-per-kind", "1", "--max-minutes", str(minutes), "--json", *extra],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=minutes * 120 + 60)
     assert run.stdout, run.stderr[-4000:]
     report = json.loads(run.stdout)
     context = json.dumps(report, indent=1) + "\n" + run.stderr[-3000:]
@@ -37,3 +48,4 @@ def test_chaos_small_run_loses_nothing_and_recovers_from_every_fault():
     assert report["leftover_comfyui"] == 0
     assert run.returncode == 0, context
     assert comfy_processes_under(Path(report["run_folder"])) == []
+    return report

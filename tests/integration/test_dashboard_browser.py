@@ -20,7 +20,7 @@ import pytest
 from cak.comfy_process import free_port
 from cak.demo import DEMO_PROMPT
 from tests.support.browser import Tab, chromium, new_tab, requires_chromium
-from tests.support.job_service import SupervisorProcess
+from tests.support.job_service import SupervisorProcess, host_pair
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, requires_chromium()]
 
@@ -97,6 +97,8 @@ async def _wait_for_everything(page: Tab, job_id: str, rejected_id: str) -> dict
     instance_names = await page.evaluate(
         "[...document.querySelectorAll('[data-instance]')].map(c => c.dataset.instance)")
     jobs_run = await page.evaluate("[...document.querySelectorAll('.jobs-run')].map(e => +e.textContent)")
+    # One supervisor: GET /v1/hosts lists only itself, so no hosts block (several: docs/scaling.md).
+    assert await page.evaluate("document.getElementById('hosts-block').hidden")
     return {"states": states, "width": width, "category": category, "instances": instance_names,
             "jobs_run": jobs_run, "style": style, "webhook": webhook}
 
@@ -125,3 +127,26 @@ def test_dashboard_shows_instances_and_finished_job(supervisor: SupervisorProces
     assert found["webhook"].startswith("pending (") and "no answer" in found["webhook"], found["webhook"]
     assert sum(found["jobs_run"]) == 1
     assert (artifacts_dir / "dashboard.png").stat().st_size > 10_000
+
+
+def test_dashboard_lists_the_hosts_sharing_one_queue(tmp_path: Path, postgres_url: str) -> None:
+    """Two supervisors on one PostgreSQL (docs/scaling.md): either one's page shows both hosts."""
+    hosts = host_pair(tmp_path, postgres_url, token=TOKEN)
+    try:
+        for host in hosts:
+            host.start(ready=1, timeout=START_TIMEOUT_S)
+        shown = asyncio.run(_hosts_shown(hosts[1].url))
+    finally:
+        for host in hosts:
+            host.stop()
+    assert sorted(shown) == ["host-a", "host-b"]
+
+
+async def _hosts_shown(base: str) -> list[str]:
+    async with chromium() as browser:
+        page = await new_tab(browser, 1280, 800)
+        await page.page.goto(f"{base}/#token={TOKEN}")
+        return await page.wait_for(
+            "(() => { const names = [...document.querySelectorAll('#hosts [data-host]')].map(e => e.dataset.host);"
+            " return !document.getElementById('hosts-block').hidden && names.length === 2 ? names : null; })()",
+            timeout=START_TIMEOUT_S)

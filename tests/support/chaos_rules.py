@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import yaml
+from psycopg.rows import dict_row
 
 from supervisor.job_store import NOT_COUNTED_REASONS
 from supervisor.states import SERVING_STATES, TERMINAL_STATES
@@ -32,9 +34,14 @@ WORKFLOW_MANIFEST = REPO / "workflows" / "cute_animal_cpu.yaml"
 FINAL = TERMINAL_STATES
 SERVING = SERVING_STATES
 NOT_COUNTED = frozenset(NOT_COUNTED_REASONS)  # with not_started: a prefetched prompt given back unrun
-LOST_REASONS = frozenset({"crash", "unresponsive", "hang", "ServerGone", "ServerUnreachable", "RunTimeout"})
+LOST_REASONS = frozenset({"crash", "unresponsive", "hang", "ServerGone", "ServerUnreachable", "RunTimeout",
+                          "host_lost"})
 FAULT_KINDS = ("sigkill", "sigstop", "supervisor_kill", "hang", "leak")
-MARK = re.compile(r"\[r(\d+)\]")
+# Two-host mode only (--hosts 2): a whole host SIGKILLed (supervisor and ComfyUI, then started again),
+# a whole host SIGSTOPped past its lease (then SIGCONT). Its jobs go to the other host as host_lost.
+HOST_FAULT_KINDS = ("host_kill", "host_stop")
+SUPERVISOR_FAULTS = frozenset({"supervisor_kill", *HOST_FAULT_KINDS})
+MARK = re.compile(r"\[req (\d+)\]")  # not "[rN]": the text gate refuses "r18" (an adult rating)
 RECOVERY_LIMIT_S = 300.0  # one fault's recovery; past it the fault counts as unrecovered
 
 
@@ -79,6 +86,7 @@ class Fault:
     recovered_at: float | None = None
     note: str = ""
     survivors: list[int] = field(default_factory=list)  # ComfyUI of a killed supervisor still running
+    host_instances: list[str] = field(default_factory=list)  # a supervisor fault hits all of these
 
     @property
     def ttr(self) -> float | None:
@@ -132,7 +140,7 @@ def build_plan(settings: dict[str, Any], jobs: int, faults_per_kind: int, max_at
     plan = []
     for index, kind in enumerate(kinds):
         think = rng.uniform(*settings["think_s"])
-        marker = f"[r{index}]"
+        marker = f"[req {index}]"
         if kind in ("hang", "leak"):
             inputs = {"seconds": 3600.0} if kind == "hang" else {"megabytes": settings["leak_mb"]}
             graph = fault_graph(kind.capitalize(), seed=rng.randrange(2**32), **inputs)
@@ -155,11 +163,17 @@ def build_plan(settings: dict[str, Any], jobs: int, faults_per_kind: int, max_at
     return plan
 
 
-def fault_schedule(faults_per_kind: int, jobs: int, rng: random.Random) -> list[tuple[int, str]]:
+def fault_kinds(hosts: int) -> tuple[str, ...]:
+    """The fault kinds a run injects: the host faults only when there is another host to take over."""
+    return FAULT_KINDS + (HOST_FAULT_KINDS if hosts > 1 else ())
+
+
+def fault_schedule(faults_per_kind: int, jobs: int, rng: random.Random, hosts: int = 1) -> list[tuple[int, str]]:
     """The signal and supervisor faults in seeded order, each with the number of submitted jobs it
     waits for: seeded points spread over the whole job stream, however fast it flows (node faults
     come with their jobs)."""
-    kinds = [kind for kind in ("sigkill", "sigstop", "supervisor_kill") for _ in range(faults_per_kind)]
+    signalled = [kind for kind in fault_kinds(hosts) if kind not in ("hang", "leak")]
+    kinds = [kind for kind in signalled for _ in range(faults_per_kind)]
     rng.shuffle(kinds)
     marks = sorted(rng.randrange(jobs) for _ in kinds)
     return list(zip(marks, kinds))
@@ -182,12 +196,14 @@ def restart_events(samples: list[Sample]) -> list[tuple[float, int, str, str]]:
 
 
 def pid_at(samples: list[Sample], name: str, when: float) -> tuple[int | None, int]:
-    """The instance's last known process at ``when``, and the supervisor epoch it belonged to."""
+    """The instance's last known process at ``when``, and the supervisor epoch it belonged to
+    (with several hosts, only the samples of ``name``'s own host count)."""
     pid, epoch = None, 0
     for sample in samples:
         if sample.at > when:
             break
-        pid, epoch = sample.instances.get(name, ("", None, {}))[1] or pid, sample.epoch
+        if name in sample.instances:
+            pid, epoch = sample.instances[name][1] or pid, sample.epoch
     return pid, epoch
 
 
@@ -249,7 +265,7 @@ def explained(attempt: dict[str, Any], injected: list[Fault]) -> bool:
         return True
     start, end = attempt["started_at"], attempt["ended_at"] or time.time()
     return attempt["reason"] in LOST_REASONS and any(
-        f.instance == attempt["instance"] and start - 1 <= f.at <= end + 1 for f in injected)
+        attempt["instance"] in (f.instance, *f.host_instances) and start - 1 <= f.at <= end + 1 for f in injected)
 
 
 def expected_outcome(outcome: Outcome, injected: list[Fault], max_attempts: int) -> tuple[str | None, str]:
@@ -294,8 +310,8 @@ def expected_outcome(outcome: Outcome, injected: list[Fault], max_attempts: int)
     return None, "succeeded"
 
 
-def marker(request_json: str) -> int | None:
-    request = json.loads(request_json)
+def marker(request_json: str | dict[str, Any]) -> int | None:
+    request = json.loads(request_json) if isinstance(request_json, str) else request_json
     text = request.get("prompt") or json.dumps(request.get("graph", {}), ensure_ascii=False)
     found = MARK.search(text)
     return int(found.group(1)) if found else None
@@ -321,10 +337,11 @@ def reconcile(state: RunState, plan: list[Spec], max_attempts: int, leftovers: i
       (the supervisor: both instances); no ComfyUI of the run is left after the stop.
     """
     violations: list[str] = []
-    injected = [f for f in state.faults if f.instance is not None]
+    hosts = getattr(state.args, "hosts", 1)
+    injected = [f for f in state.faults if f.instance is not None or f.host_instances]
     faults = state.faults + node_faults(state)
     spare_restarts = match_restarts(state, faults)
-    kills = [f for f in state.faults if f.kind == "supervisor_kill"]
+    kills = [f for f in state.faults if f.kind in SUPERVISOR_FAULTS]
     for fault in faults:
         if fault.expected is not None and fault.seen is None and any(
                 k.epoch == fault.epoch and k.at > fault.at for k in kills):
@@ -339,7 +356,7 @@ def reconcile(state: RunState, plan: list[Spec], max_attempts: int, leftovers: i
         if fault.expected is not None and fault.seen != fault.expected:
             violations.append(f"fault {fault.kind} on {fault.instance}: restart reason {fault.seen}, "
                               f"expected {fault.expected}")
-    rows, attempts = read_db(state.base)
+    rows, attempts, results = read_db(state)
     by_id = {row["id"]: row for row in rows}
     per_request = Counter(marker(row["request"]) for row in rows)
     lost = duplicated = not_final = 0
@@ -368,8 +385,7 @@ def reconcile(state: RunState, plan: list[Spec], max_attempts: int, leftovers: i
         if attempts.get(outcome.job_id, []).count("succeeded") > 1:
             duplicated += 1
             violations.append(f"job {outcome.job_id} has several succeeded attempts")
-        folder = state.base / "out" / "job-images" / outcome.job_id
-        files = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        files = results.get(outcome.job_id, [])
         if files != (["0.png"] if row["state"] == "succeeded" else []):
             if len(files) > 1:
                 duplicated += 1
@@ -389,13 +405,14 @@ def reconcile(state: RunState, plan: list[Spec], max_attempts: int, leftovers: i
     if keyed and keyed[0].conflict_status != 409:
         violations.append(f"same key with another body answered {keyed[0].conflict_status}, expected 409")
     serving = [i["name"] for i in final_instances if i["state"] in SERVING]
-    if len(serving) < state.settings["supervisor"]["instances"]:
+    if len(serving) < state.settings["supervisor"]["instances"] * hosts:
         violations.append(f"instances serving at the end: {serving or 'none'}")
     if leftovers:
         violations.append(f"{leftovers} ComfyUI process(es) left after the stop")
     submitted = len(state.outcomes)
     by_kind: dict[str, dict[str, Any]] = {}
-    for kind in FAULT_KINDS:
+    kinds = fault_kinds(hosts)
+    for kind in kinds:
         these = [f for f in faults if f.kind == kind]
         times = [f.ttr for f in these if f.ttr is not None]
         by_kind[kind] = {"count": len(these), "recovered": len(times),
@@ -404,13 +421,13 @@ def reconcile(state: RunState, plan: list[Spec], max_attempts: int, leftovers: i
     incomplete = []
     if submitted < len(plan):
         incomplete.append(f"{len(plan) - submitted} job(s) not submitted before the deadline")
-    short = [k for k in FAULT_KINDS if by_kind[k]["count"] < state.args.faults_per_kind]
+    short = [k for k in kinds if by_kind[k]["count"] < state.args.faults_per_kind]
     if short:
         counted = ", ".join(f"{k} {by_kind[k]['count']}" for k in short)
         incomplete.append(f"fewer faults than asked: {counted}")
     finals = Counter(o.final["state"] for o in state.outcomes if o.final)
     return {
-        "seed": state.args.seed, "jobs_planned": len(plan), "jobs_submitted": submitted,
+        "seed": state.args.seed, "hosts": hosts, "jobs_planned": len(plan), "jobs_submitted": submitted,
         "clients": state.args.clients, "minutes": round((time.time() - state.started) / 60, 1),
         "accepted": sum(o.status == 202 for o in state.outcomes),
         "final_states": dict(finals), "outcome_classes": dict(sorted(classes.items())),
@@ -434,7 +451,8 @@ def table(report: dict[str, Any]) -> str:
     def seconds(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f} s"
 
-    lines = [f"chaos run: seed {report['seed']}, {report['jobs_submitted']}/{report['jobs_planned']} jobs "
+    lines = [f"chaos run: seed {report['seed']}, {report['hosts']} host(s), "
+             f"{report['jobs_submitted']}/{report['jobs_planned']} jobs "
              f"from {report['clients']} clients, {report['minutes']} min",
              "", "| jobs | count |", "|---|---|"]
     lines.append(f"| accepted (202) | {report['accepted']} |")
@@ -462,8 +480,13 @@ def table(report: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------- main
 
 
-def read_db(base: Path) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
-    """Every job row and its attempts' reasons, read-only after the supervisor stopped."""
+def read_db(state: RunState) -> tuple[list[dict[str, Any]], dict[str, list[str]], dict[str, list[str]]]:
+    """Every job row, its attempts' reasons and its stored result names, read after the supervisors
+    stopped: the SQLite file and the result folders, or the shared PostgreSQL (``--database-url``)."""
+    url = getattr(state.args, "database_url", None)
+    if url:
+        return _read_postgres(url)
+    base = state.base
     db = sqlite3.connect(f"file:{base / 'out' / 'jobs.sqlite3'}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
     try:
@@ -473,4 +496,21 @@ def read_db(base: Path) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
             attempts.setdefault(row["job_id"], []).append(row["reason"])
     finally:
         db.close()
-    return jobs, attempts
+    results = {}
+    for job in jobs:
+        folder = base / "out" / "job-images" / job["id"]
+        results[job["id"]] = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    return jobs, attempts, results
+
+
+def _read_postgres(url: str) -> tuple[list[dict[str, Any]], dict[str, list[str]], dict[str, list[str]]]:
+    """The same records from the shared store, where the images are rows (``job_images``)."""
+    with psycopg.connect(url, row_factory=dict_row) as db:
+        jobs = db.execute("SELECT id, state, request FROM jobs").fetchall()
+        attempts: dict[str, list[str]] = {}
+        for row in db.execute("SELECT job_id, reason FROM attempts ORDER BY job_id, number"):
+            attempts.setdefault(row["job_id"], []).append(row["reason"])
+        results: dict[str, list[str]] = {}
+        for row in db.execute("SELECT job_id, name FROM job_images ORDER BY job_id, name"):
+            results.setdefault(row["job_id"], []).append(row["name"])
+    return jobs, attempts, results

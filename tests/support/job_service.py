@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ import yaml
 from cak.comfy_process import free_port
 from cak.install_state import REPO_ROOT
 from supervisor.states import SERVING_STATES, TERMINAL_STATES, JobState
+from tests.support.postgres_server import PostgresTestServer
 from tests.support.waiting import wait_until
 
 PACK_PARENT = REPO_ROOT / "custom_nodes"
@@ -27,13 +32,18 @@ SLOW_JOB = {"width": 768, "height": 768, "steps": 100}
 
 
 class SupervisorProcess:
-    """One supervisor process with its own config, output root, database and port."""
+    """One supervisor process with its own config, output root, database and port.
 
-    def __init__(self, base_dir: Path, *, instances: int = 1, token: str | None = None,
+    With ``name`` and ``database_url`` it is one host of several sharing a PostgreSQL job store
+    (``hosts``); its instances are then named after it (``<name>-cpu``), so attempts show the host.
+    """
+
+    def __init__(self, base_dir: Path, *, instances: int | list[dict[str, Any]] = 1, token: str | None = None,
                  jobs: dict[str, Any] | None = None, health: dict[str, Any] | None = None,
                  guard: dict[str, Any] | None = None, env: dict[str, str] | None = None,
-                 webhooks: dict[str, Any] | None = None) -> None:
+                 webhooks: dict[str, Any] | None = None, name: str | None = None) -> None:
         self.base_dir = base_dir
+        self.name = name
         self.port = free_port()
         self.token = token
         self.url = f"http://127.0.0.1:{self.port}"
@@ -45,6 +55,8 @@ class SupervisorProcess:
             "http": {"port": self.port, "token": token},
             "jobs": {"drain_timeout_s": 5, **(jobs or {})},
         }
+        if name:
+            config["name"] = name
         if health:
             config["health"] = health
         if guard:
@@ -56,6 +68,7 @@ class SupervisorProcess:
         self.config_path.write_text(yaml.safe_dump(config))
         self.popen: subprocess.Popen[bytes] | None = None
         self.comfy_pids: set[int] = set()
+        self.paused: list[int] = []  # supervisor + ComfyUI pids stopped by pause_host, in that order
 
     # ------------------------------------------------------------------ process
 
@@ -77,9 +90,12 @@ class SupervisorProcess:
         def serving() -> bool:
             self._check_alive()
             try:
-                instances = self.get("/v1/instances")["instances"]
+                status, data = self.call("GET", "/v1/instances")
             except (urllib.error.URLError, ConnectionError):
                 return False  # the API is not up yet
+            if status != 200:
+                return False  # up, but its job store not yet (pghosts_requests.md: a 500 before the store opens)
+            instances = data["instances"]
             self.comfy_pids |= {i["pid"] for i in instances if i["pid"]}
             return sum(i["state"] in SERVING_STATES for i in instances) >= count
 
@@ -102,8 +118,39 @@ class SupervisorProcess:
         self.popen.send_signal(signal.SIGKILL)
         self.popen.wait()
 
+    def host_pids(self) -> list[int]:
+        """The ComfyUI pids this supervisor runs now (each leads its own process group)."""
+        pids = [i["pid"] for i in self.get("/v1/instances")["instances"] if i["pid"]]
+        self.comfy_pids |= set(pids)
+        return pids
+
+    def kill_host(self) -> None:
+        """SIGKILL the supervisor and its ComfyUI at once, as when the whole machine dies."""
+        assert self.popen is not None
+        comfy = self.host_pids()
+        self.popen.send_signal(signal.SIGKILL)
+        _signal_groups(comfy, signal.SIGKILL)
+        self.popen.wait()
+
+    def pause_host(self) -> None:
+        """SIGSTOP the supervisor, then its ComfyUI (a frozen machine, or one cut off the network)."""
+        assert self.popen is not None and not self.paused
+        comfy = self.host_pids()
+        self.popen.send_signal(signal.SIGSTOP)
+        _signal_groups(comfy, signal.SIGSTOP)
+        self.paused = [self.popen.pid, *comfy]
+
+    def resume_host(self) -> None:
+        """SIGCONT what ``pause_host`` stopped: the supervisor first, so it acts before its ComfyUI runs on."""
+        supervisor, *comfy = self.paused
+        os.kill(supervisor, signal.SIGCONT)
+        _signal_groups(comfy, signal.SIGCONT)
+        self.paused = []
+
     def stop(self) -> None:
         """SIGTERM (the supervisor drains), SIGKILL if it hangs; then any ComfyUI left behind."""
+        if self.paused:  # a stopped process cannot act on the SIGTERM
+            self.resume_host()
         if self.popen is not None and self.popen.poll() is None:
             self.record_pids()
             self.popen.send_signal(signal.SIGTERM)
@@ -128,6 +175,10 @@ class SupervisorProcess:
             except (ProcessLookupError, PermissionError):
                 pass
         self.comfy_pids.clear()
+
+    def instance_urls(self) -> list[str]:
+        """Its ComfyUI instances' own URLs (to look at their queue and history)."""
+        return [i["url"] for i in self.get("/v1/instances")["instances"]]
 
     # ------------------------------------------------------------------ HTTP
 
@@ -181,3 +232,33 @@ class SupervisorProcess:
 
         return wait_until(stepped, lambda: f"job {job_id} made no progress in {timeout} s:\n{self.log_tail()}",
                           timeout, interval=0.2)
+
+
+def _signal_groups(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+
+
+def host_pair(base_dir: Path, database_url: str, *, lease_s: float = 4,
+              jobs: dict[str, Any] | None = None, **kwargs: Any) -> list[SupervisorProcess]:
+    """Two supervisors (``host-a``, ``host-b``) on one PostgreSQL job store, each with one CPU
+    instance named after it and a short lease, so a lost host is noticed within a test's patience."""
+    return [SupervisorProcess(base_dir / name, name=name, instances=[{"name": f"{name}-cpu"}],
+                              jobs={"database_url": database_url, "lease_s": lease_s, **(jobs or {})}, **kwargs)
+            for name in ("host-a", "host-b")]
+
+
+@contextlib.contextmanager
+def scratch_postgres() -> Iterator[PostgresTestServer]:
+    """A PostgreSQL server of its own for a bench run outside pytest (``new_database()`` for each
+    store), in a folder the ``postgres`` user can reach; stopped and removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="cak-postgres-"))
+    folder.chmod(0o711)  # the server's own folder inside belongs to the postgres user
+    server = PostgresTestServer(folder / "server")
+    try:
+        server.init()
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(folder, ignore_errors=True)

@@ -35,6 +35,27 @@ def test_fault_schedule_is_seeded_and_spread_over_the_jobs():
     assert marks == sorted(marks) and 0 <= marks[0] and marks[-1] < 300
 
 
+def test_two_hosts_add_host_kills_and_stops_to_the_schedule():
+    schedule = chaos.fault_schedule(2, 100, random.Random("7-schedule"), hosts=2)
+    assert Counter(kind for _, kind in schedule) == {kind: 2 for kind in
+                                                     ("sigkill", "sigstop", "supervisor_kill", "host_kill", "host_stop")}
+    assert chaos.fault_kinds(1) == chaos.FAULT_KINDS
+
+
+def test_a_host_fault_explains_host_lost_attempts_of_that_host_only():
+    frozen = chaos.Fault("host_stop", None, 99, 15.0, host_instances=["host-a-cpu-1"])
+    assert chaos.explained(_attempt("host_lost", instance="host-a-cpu-1"), [frozen])
+    assert not chaos.explained(_attempt("host_lost", instance="host-b-cpu-1"), [frozen])
+    assert not chaos.explained(_attempt("host_lost", instance="host-a-cpu-1", start=30.0, end=40.0), [frozen])
+
+
+def test_pid_at_reads_only_the_samples_of_the_instance_s_own_host():
+    samples = [chaos.Sample(1.0, 0, {"host-a-cpu-1": ("ready", 10, {})}),
+               chaos.Sample(1.5, 1, {"host-b-cpu-1": ("ready", 20, {})})]
+    assert chaos.pid_at(samples, "host-a-cpu-1", 2.0) == (10, 0)
+    assert chaos.pid_at(samples, "host-b-cpu-1", 2.0) == (20, 1)
+
+
 def test_every_request_carries_its_own_marker():
     for spec in _plan():
         text = spec.body.get("prompt") or spec.body["graph"]["5"]["inputs"]["text"]

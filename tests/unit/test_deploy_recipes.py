@@ -25,6 +25,8 @@ from supervisor.settings import DEFAULTS_FILE, TOKEN_ENV, load_settings
 
 DEPLOY = REPO_ROOT / "deploy"
 COMPOSE = DEPLOY / "docker" / "compose.yaml"
+COMPOSE_POSTGRES = DEPLOY / "docker" / "compose.postgres.yaml"
+SCALING_DOC = REPO_ROOT / "docs" / "scaling.md"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 UNIT = DEPLOY / "systemd" / "cute-animal-kids.service"
 GRAFANA = DEPLOY / "grafana" / "cute-animal-kids.json"
@@ -191,8 +193,39 @@ def test_compose_reserves_the_gpu_mounts_models_and_publishes_the_default_port()
     assert config["output_root"] == "/app/var/supervisor"
 
 
-@pytest.mark.parametrize("path", [DEPLOY / "docker" / "supervisor.yaml", DEPLOY / "systemd" / "supervisor.yaml"],
-                         ids=["docker", "systemd"])
+@pytest.mark.usefixtures("installed_comfyui")
+def test_compose_postgres_runs_the_gpu_supervisor_beside_its_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/scaling.md's recipe: the same GPU service as compose.yaml, its queue in a postgres service."""
+    compose = yaml.safe_load(COMPOSE_POSTGRES.read_text())
+    single = yaml.safe_load(COMPOSE.read_text())["services"]["supervisor"]
+    postgres, service = compose["services"]["postgres"], compose["services"]["supervisor"]
+    assert postgres["image"].startswith("postgres:")
+    volume, mount = postgres["volumes"][0].split(":")
+    assert volume in compose["volumes"] and mount == "/var/lib/postgresql/data", "the queue outlives the container"
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for key in ("build", "deploy", "ports", "shm_size", "stop_grace_period"):
+        assert service[key] == single[key], key
+    environment = service["environment"]
+    url = environment["CAK_DATABASE_URL"]
+    assert url.startswith("postgresql://") and "@postgres:5432/" in url
+    assert TOKEN_ENV in environment
+    volumes = {volume.split(":")[1]: volume.split(":")[0] for volume in service["volumes"]}
+    config_file = (COMPOSE_POSTGRES.parent / volumes["/app/config/supervisor.yaml"]).resolve()
+    monkeypatch.setenv("CAK_DATABASE_URL", url.replace("${CAK_POSTGRES_PASSWORD}", "pw"))
+    monkeypatch.setenv("CAK_SUPERVISOR_NAME", "gpu-host-1")
+    assert "CAK_SUPERVISOR_NAME" in environment
+    settings = load_settings(config_file)
+    assert settings.jobs.database_url == "postgresql://cak:pw@postgres:5432/cak"
+    assert settings.name == "gpu-host-1"
+    assert settings.http.port == DEFAULT_PORT and settings.http.host == "0.0.0.0"
+    assert all(instance.cuda_device is not None for instance in settings.instances)
+    assert str(COMPOSE_POSTGRES.relative_to(REPO_ROOT)) in SCALING_DOC.read_text()
+
+
+@pytest.mark.parametrize("path", [DEPLOY / "docker" / "supervisor.yaml", DEPLOY / "systemd" / "supervisor.yaml",
+                                  DEPLOY / "docker" / "supervisor.postgres.yaml"],
+                         ids=["docker", "systemd", "docker-postgres"])
 @pytest.mark.usefixtures("installed_comfyui")
 def test_example_configs_pass_validation_and_use_the_gpu(path: Path) -> None:
     settings = load_settings(path)
@@ -251,5 +284,5 @@ def test_systemd_unit_restarts_drains_and_is_hardened() -> None:
 def test_docs_say_the_recipes_are_checked_not_run() -> None:
     text = OPERATIONS_DOC.read_text()
     assert "checked, not run" in text
-    for path in (COMPOSE, DOCKERFILE, UNIT, GRAFANA, PROMETHEUS):
+    for path in (COMPOSE, COMPOSE_POSTGRES, DOCKERFILE, UNIT, GRAFANA, PROMETHEUS):
         assert str(path.relative_to(REPO_ROOT)) in text, path
