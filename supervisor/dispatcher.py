@@ -283,7 +283,7 @@ class Dispatcher:
             instance = await self.pool.acquire()
             self._unavailable_logged = False
             try:
-                job = await self.store.claim_next(instance.name)
+                job = await self.store.claim_next(instance.name, exclude=self._running.keys())
             except BaseException:
                 self.pool.release(instance)
                 raise
@@ -292,8 +292,19 @@ class Dispatcher:
                 return
             attempt = job.current_attempt.number  # type: ignore[union-attr] - claimed jobs have one
             task = asyncio.create_task(self._run(instance, job, attempt), name=f"job-{job.id}")
-            self._running[job.id] = _Running(job.id, attempt, instance, task)
-            task.add_done_callback(lambda _t, job_id=job.id: self._running.pop(job_id, None))
+            self._track(_Running(job.id, attempt, instance, task))
+
+    def _track(self, running: _Running) -> None:
+        """Hold the attempt as this host's until its task ends."""
+        self._running[running.job_id] = running
+        running.task.add_done_callback(lambda _t: self._attempt_done(running.job_id))
+
+    def _attempt_done(self, job_id: str) -> None:
+        """An attempt's task ended; an interrupted one may have left its job queued, which this host
+        skipped while winding it down: look at the queue again."""
+        running = self._running.pop(job_id, None)
+        if running is not None and running.interrupted:
+            self.wake()
 
     # ------------------------------------------------------------------ one attempt
 

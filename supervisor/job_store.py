@@ -24,7 +24,7 @@ PostgreSQL); an attempt stages its files in ``staging_dir`` on this host before 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,8 +202,12 @@ class JobStore(ABC):
         """
 
     @abstractmethod
-    async def claim_next(self, instance: str) -> Job | None:
-        """Oldest queued job → running, leased to this host, with a new attempt on ``instance``."""
+    async def claim_next(self, instance: str, exclude: Collection[str] = ()) -> Job | None:
+        """Oldest queued job → running, leased to this host, with a new attempt on ``instance``.
+
+        ``exclude``: jobs this host is still winding down (a lost lease being interrupted); one host
+        never runs two attempts of one job at once, so such a job waits for another host or for the
+        old attempt to end."""
 
     @abstractmethod
     async def complete(self, job_id: str, attempt: int, images: list[str]) -> bool:

@@ -26,7 +26,7 @@ import json
 import logging
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +195,7 @@ class PostgresJobStore(JobStore):
     async def _tx(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
         """One transaction on a pooled connection; a lost database as ``StoreUnavailable``."""
         if self._pool is None:
-            raise RuntimeError("job store is not open")
+            raise StoreUnavailable("the job store is not open yet (the supervisor is starting or stopping)")
         try:
             async with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn, conn.transaction():
                 yield conn
@@ -297,14 +297,14 @@ class PostgresJobStore(JobStore):
             on_committed(job, created)
         return job, created
 
-    async def claim_next(self, instance: str) -> Job | None:
+    async def claim_next(self, instance: str, exclude: Collection[str] = ()) -> Job | None:
         async with self._tx() as db:
             row = await (await db.execute(
                 f"UPDATE jobs SET state = %s, updated_at = {NOW}, started_at = COALESCE(started_at, {NOW}), "
                 f"lease_owner = %s, lease_until = {NOW} + %s, progress = NULL "
-                f"WHERE id = (SELECT id FROM jobs WHERE state = %s ORDER BY created_at, id "
-                f"FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING id",
-                (RUNNING, self.name, self.lease_s, QUEUED))).fetchone()
+                f"WHERE id = (SELECT id FROM jobs WHERE state = %s AND NOT (id = ANY(%s)) "
+                f"ORDER BY created_at, id FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING id",
+                (RUNNING, self.name, self.lease_s, QUEUED, list(exclude)))).fetchone()
             if row is None:
                 return None
             await db.execute(

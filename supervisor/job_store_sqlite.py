@@ -25,7 +25,7 @@ import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,6 +52,7 @@ from .job_store import (
     Job,
     JobStore,
     Renewal,
+    StoreUnavailable,
     WebhookDelivery,
     WebhookStatus,
 )
@@ -186,9 +187,10 @@ class SqliteJobStore(JobStore):
         finally:
             self._syncing = None
 
-    async def claim_next(self, instance: str) -> Job | None:
-        """Oldest queued job → running, with a new attempt on ``instance``; None if none is queued."""
-        return await self._call(self._claim_next, instance)
+    async def claim_next(self, instance: str, exclude: Collection[str] = ()) -> Job | None:
+        """Oldest queued job not in ``exclude`` → running, with a new attempt on ``instance``; None if
+        none is queued."""
+        return await self._call(self._claim_next, instance, tuple(exclude))
 
     async def complete(self, job_id: str, attempt: int, images: list[str]) -> bool:
         """Make the attempt's staged images the job's result, once: False if it is no longer current
@@ -297,7 +299,7 @@ class SqliteJobStore(JobStore):
     @property
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise RuntimeError("job store is not open")
+            raise StoreUnavailable("the job store is not open yet (the supervisor is starting or stopping)")
         return self._conn
 
     def _open(self) -> int:
@@ -393,11 +395,12 @@ class SqliteJobStore(JobStore):
                 self._enqueue_webhook(db, job_id, now)
         return self._get(job_id), True  # type: ignore[return-value]
 
-    def _claim_next(self, instance: str) -> Job | None:
+    def _claim_next(self, instance: str, exclude: tuple[str, ...]) -> Job | None:
         now = time.time()
+        skip = f" AND id NOT IN ({', '.join('?' * len(exclude))})" if exclude else ""
         with self._transaction() as db:
-            row = db.execute("SELECT id FROM jobs WHERE state = ? ORDER BY created_at, rowid LIMIT 1",
-                             (QUEUED,)).fetchone()
+            row = db.execute(f"SELECT id FROM jobs WHERE state = ?{skip} ORDER BY created_at, rowid LIMIT 1",
+                             (QUEUED, *exclude)).fetchone()
             if row is None:
                 return None
             job_id = row["id"]

@@ -6,6 +6,7 @@ import random
 from collections import Counter
 
 import yaml
+from cute_animal_kids.text_safety import check_text
 
 from cak.install_state import REPO_ROOT
 from tests.support import chaos_rules as chaos
@@ -62,6 +63,18 @@ def test_every_request_carries_its_own_marker():
         assert chaos.MARK.search(text).group(1) == str(spec.index)
         if "graph" in spec.body:
             assert spec.body["graph"]["6"]["inputs"]["text"] == "blurry"
+
+
+def test_every_planned_prompt_but_the_unsafe_ones_passes_the_text_gate():
+    """The marker and the safe prompts must not trip the gate (it refused "[r18]" once: an adult rating)."""
+    plan = _plan(jobs=300)
+    texts = {spec.kind: [] for spec in plan}
+    for spec in plan:
+        texts[spec.kind].append(spec.body.get("prompt") or spec.body["graph"]["5"]["inputs"]["text"])
+    refused = [(kind, text) for kind, batch in texts.items() if kind != "unsafe"
+               for text in batch if not check_text(text).safe]
+    assert refused == []
+    assert all(not check_text(text).safe for text in texts["unsafe"])
 
 
 def test_restart_events_come_from_counter_increments_per_supervisor():
