@@ -256,8 +256,9 @@ def test_drain_and_restart_an_instance(service):
 def cli(service: SupervisorProcess, *args: str, url: str | None = None, **popen: Any):
     env = {**os.environ, "CAK_SUPERVISOR_URL": url or service.url, "CAK_SUPERVISOR_TOKEN": TOKEN}
     command = [sys.executable, "-m", "supervisor", *args]
-    if popen:
-        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, text=True, **popen)
+    if popen:  # Ctrl-C as in a terminal, even when pytest runs in the background (SIGINT ignored there)
+        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen)
     return subprocess.run(command, check=False, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
