@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.job_service import SLOW_JOB, SupervisorProcess, host_pair, scratch_postgres  # noqa: E402
+from tests.support.job_service import SLOW_JOB, SupervisorProcess, host_pair  # noqa: E402
+from tests.support.postgres_server import scratch_postgres  # noqa: E402
 from tests.support.waiting import wait_until  # noqa: E402
 
 POLL_S = 0.05

@@ -49,7 +49,7 @@ from cak.comfy_process import ComfyLaunch, ComfyProcess, free_port
 from cak.install_state import REPO_ROOT, load_state
 from cak.workflow import Workflow
 from supervisor.service_client import ServiceClient, ServiceError
-from tests.support.job_service import scratch_postgres
+from tests.support.postgres_server import scratch_postgres
 
 FINAL = {"succeeded", "failed", "rejected", "cancelled"}
 CPU_WORKFLOW = "cute_animal_cpu"

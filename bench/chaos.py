@@ -76,7 +76,8 @@ from tests.support.chaos_rules import (  # noqa: E402
     reconcile,
     table,
 )
-from tests.support.job_service import SupervisorProcess, host_pair, scratch_postgres  # noqa: E402
+from tests.support.job_service import SupervisorProcess, host_pair  # noqa: E402
+from tests.support.postgres_server import scratch_postgres  # noqa: E402
 from tests.support.supervisor_fixtures import FAULT_NODES_DIR, comfy_processes_under  # noqa: E402
 
 SETTINGS_FILE = Path(__file__).with_name("chaos.yaml")

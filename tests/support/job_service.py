@@ -5,14 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +18,6 @@ import yaml
 from cak.comfy_process import free_port
 from cak.install_state import REPO_ROOT
 from supervisor.states import SERVING_STATES, TERMINAL_STATES, JobState
-from tests.support.postgres_server import PostgresTestServer
 from tests.support.waiting import wait_until
 
 PACK_PARENT = REPO_ROOT / "custom_nodes"
@@ -247,18 +243,3 @@ def host_pair(base_dir: Path, database_url: str, *, lease_s: float = 4,
     return [SupervisorProcess(base_dir / name, name=name, instances=[{"name": f"{name}-cpu"}],
                               jobs={"database_url": database_url, "lease_s": lease_s, **(jobs or {})}, **kwargs)
             for name in ("host-a", "host-b")]
-
-
-@contextlib.contextmanager
-def scratch_postgres() -> Iterator[PostgresTestServer]:
-    """A PostgreSQL server of its own for a bench run outside pytest (``new_database()`` for each
-    store), in a folder the ``postgres`` user can reach; stopped and removed afterwards."""
-    folder = Path(tempfile.mkdtemp(prefix="cak-postgres-"))
-    folder.chmod(0o711)  # the server's own folder inside belongs to the postgres user
-    server = PostgresTestServer(folder / "server")
-    try:
-        server.init()
-        yield server
-    finally:
-        server.stop("immediate")
-        shutil.rmtree(folder, ignore_errors=True)

@@ -10,8 +10,6 @@ or ``installed_comfyui`` fixture, directly or through another fixture.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -61,18 +59,11 @@ def artifacts_dir() -> Path:
 @pytest.fixture(scope="session")
 def postgres_server():
     """One real PostgreSQL server for the session (tests.support.postgres_server); stopped at the end."""
-    from tests.support.postgres_server import INSTALL_HINT, PostgresTestServer, available
+    from tests.support.postgres_server import INSTALL_HINT, available, scratch_postgres
     if not available():
         pytest.fail(INSTALL_HINT)
-    folder = Path(tempfile.mkdtemp(prefix="cak-postgres-"))
-    folder.chmod(0o711)  # the server's own folder inside belongs to the postgres user
-    server = PostgresTestServer(folder / "server")
-    try:
-        server.init()
+    with scratch_postgres() as server:
         yield server
-    finally:
-        server.stop("immediate")
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -10,12 +10,16 @@ Each test gets its own database (``new_database``: a copy of an empty template, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import socket
 import subprocess
+import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+
+from cak.comfy_process import free_port
 
 PG_BIN = Path(os.environ.get("CAK_PG_BIN", "/usr/lib/postgresql/15/bin"))
 INSTALL_HINT = "no PostgreSQL server: python3 install.py --with-postgres (Debian's postgresql package)"
@@ -23,12 +27,6 @@ INSTALL_HINT = "no PostgreSQL server: python3 install.py --with-postgres (Debian
 
 def available() -> bool:
     return (PG_BIN / "pg_ctl").is_file() and (PG_BIN / "initdb").is_file()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PostgresTestServer:
@@ -88,3 +86,18 @@ class PostgresTestServer:
         name = f"t_{uuid.uuid4().hex[:16]}"
         self.sql(f"CREATE DATABASE {name} TEMPLATE cak_template")
         return self.url(name)
+
+
+@contextlib.contextmanager
+def scratch_postgres() -> Iterator[PostgresTestServer]:
+    """A server of its own (the test session's, or a bench run's outside pytest), in a folder the
+    ``postgres`` user can reach; stopped and removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="cak-postgres-"))
+    folder.chmod(0o711)  # the server's own folder inside belongs to the postgres user
+    server = PostgresTestServer(folder / "server")
+    try:
+        server.init()
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(folder, ignore_errors=True)
