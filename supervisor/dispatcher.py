@@ -315,6 +315,7 @@ class Dispatcher:
         try:
             kind = self.kinds.get(job.request.get("kind", ""))
             graph = kind.graph(job.request) if kind else self.catalog.build(JobRequest.from_json(job.request))
+            graph = _saved_apart(graph, f"cak-{job.id}-{attempt}")
             result = await self.pool.run(instance, graph, on_event=self._on_event(job.id, instance, attempt))
             if kind:
                 names = await kind.stage(instance, job, attempt, result)
@@ -459,6 +460,33 @@ def with_cause(exc: BaseException) -> str:
     return f"{exc} [cause: {type(cause).__name__}: {cause}]" if cause is not None else str(exc)
 
 
+def _saved_apart(graph: dict[str, Any], folder: str) -> dict[str, Any]:
+    """The graph with every save node writing into ``folder`` inside the instance's output folder.
+
+    ComfyUI caches a node whose inputs did not change: the same graph run again on an instance
+    (the same request and seed, twice) would report the last run's files, which were moved or
+    removed by then, instead of saving new ones. A prefix per attempt makes only the save nodes run
+    again (the sampler's result stays cached) and keeps every attempt's files apart.
+    """
+    changed = dict(graph)
+    for node_id, node in graph.items():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        if isinstance(inputs, dict) and isinstance(inputs.get("filename_prefix"), str):
+            changed[node_id] = {**node, "inputs": {**inputs, "filename_prefix":
+                                                   f"{folder}/{inputs['filename_prefix']}"}}
+    return changed
+
+
+def _prune_folder(root: Path, path: Path) -> None:
+    """Remove the (now empty) attempt folder ``_saved_apart`` made for ``path``'s image."""
+    folder = path.parent
+    if folder != root and folder.is_relative_to(root):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another image of the run is still there) or already gone
+            pass
+
+
 def _remove_outputs(output_dir: Path, images: list[Any]) -> None:
     """Delete the run's files from the instance's output folder (only files inside it)."""
     root = output_dir.resolve()
@@ -468,6 +496,7 @@ def _remove_outputs(output_dir: Path, images: list[Any]) -> None:
         path = (root / (image.subfolder or "") / image.filename).resolve()
         if path.is_relative_to(root):
             path.unlink(missing_ok=True)
+            _prune_folder(root, path)
 
 
 def _stage_files(output_dir: Path, folder: Path, images: list[Any]) -> list[str]:
@@ -493,6 +522,7 @@ def _stage_files(output_dir: Path, folder: Path, images: list[Any]) -> list[str]
                 raise
             shutil.copyfile(source, target)
             source.unlink()
+        _prune_folder(root, source)
         with open(target, "rb") as handle:
             os.fsync(handle.fileno())
         names.append(name)

@@ -213,6 +213,25 @@ def test_message_order_history_rule_and_isolation(pool: SupervisorProcess) -> No
     ws_other.close()
 
 
+def test_the_same_graph_twice_gets_an_image_each_time(pool: SupervisorProcess) -> None:
+    """One instance, one graph run twice: ComfyUI's cache must not hand the second run the first
+    run's (already removed) files."""
+    graph = example_graph(prompt="a round little hamster", seed=42)
+    images = []
+    for _ in range(2):
+        status, answer = door_call(pool, "POST", "/prompt", {"prompt": graph})
+        assert status == 200, answer
+        prompt_id = answer["prompt_id"]
+        entry = wait_until(lambda: door_call(pool, "GET", f"/history/{prompt_id}")[1].get(prompt_id),
+                           f"prompt {prompt_id} never reached /history", 600)
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        image = entry["outputs"]["9"]["images"][0]
+        status, data = door_call(pool, "GET", "/view?" + urllib.parse.urlencode(image))
+        assert status == 200 and png_size(data) == (64, 64)
+        images.append(data)
+    assert images[0] == images[1]  # the same graph and seed: the same picture, saved again
+
+
 def test_unsafe_text_in_any_input_is_refused_before_the_queue(pool: SupervisorProcess) -> None:
     graph = example_graph()
     graph["7"]["inputs"]["text"] = "a naked child"

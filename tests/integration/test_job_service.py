@@ -172,6 +172,19 @@ def test_idempotency_key_returns_the_same_job(service):
     service.wait_job(json.loads(first[2])["id"])
 
 
+def test_the_same_request_again_gets_its_own_image(service):
+    """Three identical jobs (same seed) on two instances: at least two run on one instance, where
+    ComfyUI's cache must not hand the later one the earlier one's (already moved) file."""
+    body = {"prompt": "a round little hamster", "seed": 42, "width": 64, "height": 64, "steps": 1}
+    done = [service.wait_job(service.submit(**body)["id"]) for _ in range(3)]
+    assert [job["state"] for job in done] == ["succeeded"] * 3, [(j["state"], j.get("error")) for j in done]
+    pictures = [service.request("GET", job["images"][0])[2] for job in done]
+    assert all(p.startswith(b"\x89PNG") for p in pictures) and len(set(pictures)) == 1
+    for job in done:  # ComfyUI's copies and the attempts' folders are gone
+        output = service.base_dir / "out" / job["attempts"][0]["instance"] / "output"
+        assert not list(output.glob(f"cak-{job['id']}-*")), list(output.iterdir())
+
+
 def test_cancel_a_running_job(service):
     job = service.submit(prompt="a tiny turtle", **SLOW_JOB)
     service.wait_progress(job["id"])

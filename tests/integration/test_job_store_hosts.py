@@ -79,7 +79,7 @@ def assert_one_result_everywhere(hosts: list[SupervisorProcess], job_id: str) ->
     """Succeeded once, and every host serves the same job and the same PNG."""
     views = [host.wait_job(job_id) for host in hosts]
     job = views[0]
-    assert job["state"] == "succeeded", job
+    assert job["state"] == "succeeded", (job["state"], job.get("error"), job["attempts"])
     assert len(succeeded_attempts(job)) == 1 and len(job["images"]) == 1, job
     assert all(view["attempts"] == job["attempts"] and view["images"] == job["images"] for view in views)
     images = []
@@ -180,7 +180,7 @@ def test_a_killed_host_s_jobs_finish_on_the_other_host(pair):
 
     finished = [survivor.wait_job(job["id"]) for job in jobs]
     for job in finished:
-        assert job["state"] == "succeeded", job
+        assert job["state"] == "succeeded", (job["state"], job.get("error"), job["attempts"])
         assert len(succeeded_attempts(job)) == 1 and len(job["images"]) == 1, job
         assert job["attempts"][-1]["instance"] == f"{survivor.name}-cpu"
         status, _, body = survivor.request("GET", job["images"][0])
