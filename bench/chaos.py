@@ -73,6 +73,7 @@ from tests.support.chaos_rules import (  # noqa: E402
     Spec,
     build_plan,
     fault_schedule,
+    pid_at,
     reconcile,
     table,
 )
@@ -346,7 +347,10 @@ class Chaos:
             return
         if sig == signal.SIGSTOP:
             self.stopped_pids.add(pid)
-        fault = Fault(kind, name, pid, time.time(), self.s.epoch, expected=reason)
+        # The epoch of the victim's own host: with two hosts, the other one may have been restarted
+        # (a newer epoch) since, and the restart this fault causes is counted under this one.
+        now = time.time()
+        fault = Fault(kind, name, pid, now, pid_at(self.s.samples, name, now)[1], expected=reason)
         self.s.faults.append(fault)
         self.s.say(f"fault {kind}: {name} pid {pid}")
         fault.recovered_at = await self.serving_again(name, pid, RECOVERY_LIMIT_S)
