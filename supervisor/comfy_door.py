@@ -328,7 +328,7 @@ class ComfyDoor:
                 service.metrics.safety_rejections.labels("prompt", category).inc()
                 log.info("prompt rejected at the ComfyUI door (%s)", category, extra={"job_id": job_id})
             return web.json_response(exc.body, status=400)
-        if (await service.store.counts())[QUEUED] >= service.settings.jobs.max_queue:
+        if await service.store.count(QUEUED) >= service.settings.jobs.max_queue:
             return _unavailable("the queue is full: try again later")
         try:
             job, created = await service.store.submit(stored, key, job_id=job_id)

@@ -298,6 +298,11 @@ class JobStore(ABC):
         """Number of jobs in each state (every state present)."""
 
     @abstractmethod
+    async def count(self, state: str) -> int:
+        """Number of jobs in ``state``: a range of the (state, created_at) index, not a scan of the
+        whole history (the queue-full check on every submit)."""
+
+    @abstractmethod
     async def read_image(self, job_id: str, name: str) -> bytes | None:
         """A file of the job's result (``name`` as in ``images`` after the ``/``); None if gone."""
 

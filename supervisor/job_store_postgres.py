@@ -556,6 +556,11 @@ class PostgresJobStore(JobStore):
                 counts[row["state"]] = row["n"]
         return counts
 
+    async def count(self, state: str) -> int:
+        async with self._tx() as db:
+            row = await (await db.execute("SELECT COUNT(*) AS n FROM jobs WHERE state = %s", (state,))).fetchone()
+        return int(row["n"])
+
     async def read_image(self, job_id: str, name: str) -> bytes | None:
         async with self._tx() as db:
             row = await (await db.execute("SELECT data FROM job_images WHERE job_id = %s AND name = %s",

@@ -264,6 +264,10 @@ class SqliteJobStore(JobStore):
         """Number of jobs in each state (every state present)."""
         return await self._call(self._counts)
 
+    async def count(self, state: str) -> int:
+        return await self._call(lambda: self._db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?",
+                                                         (state,)).fetchone()[0])
+
     async def read_image(self, job_id: str, name: str) -> bytes | None:
         folder = (self.output_root / job_id).resolve()
         path = (folder / name).resolve()

@@ -198,7 +198,7 @@ class JobService:
             return Submitted(job, created, decision)
         request = self.catalog.with_seed(request, idempotency_key)
         self.catalog.build(request)  # the workflow's own limits, before anything is queued
-        if (await self.store.counts())[QUEUED] >= jobs.max_queue:
+        if await self.store.count(QUEUED) >= jobs.max_queue:
             raise ServiceUnavailable(f"the queue is full ({jobs.max_queue} jobs): try again later")
         job, created = await self.store.submit(request.to_json(), idempotency_key,
                                                on_committed=self._queued)

@@ -314,10 +314,12 @@ def test_rejected_submission_list_and_counts(tmp_path, open_store):
         rejected, _ = await store.submit({"prompt": "bad"}, state=REJECTED, error="unsafe", category="violence")
         listed = await store.list(REJECTED)
         counts = await store.counts()
+        counts_by_state = {state: await store.count(state) for state in counts}
         await store.close()
-        return rejected, listed, counts
+        return rejected, listed, counts, counts_by_state
 
-    rejected, listed, counts = run(scenario())
+    rejected, listed, counts, counts_by_state = run(scenario())
+    assert counts_by_state == counts
     assert rejected.state == REJECTED and rejected.category == "violence" and rejected.finished_at
     assert [job.id for job in listed] == [rejected.id]
     assert counts[QUEUED] == 1 and counts[REJECTED] == 1 and counts[SUCCEEDED] == 0
