@@ -63,6 +63,17 @@ _CACHE_LIMIT = 50_000
 """Bound on cached prompt words, so hostile input with endless distinct words cannot grow memory."""
 
 
+def inflects(word: str, vocabulary: frozenset[str]) -> bool:
+    """Whether ``word`` is a vocabulary word bare or with a suffix the rules accept ("wrists", "cutting")."""
+    if word in vocabulary:
+        return True
+    for length in _EN_SUFFIX_LENGTHS:
+        if length and len(word) > length and word[-length:] in _EN_SUFFIXES:
+            if word[:-length] in vocabulary:
+                return True
+    return False
+
+
 @dataclass(slots=True)
 class Keys:
     """What one prompt holds of the rules' words, found once and shared by allow and rejecting rules."""
@@ -306,6 +317,11 @@ class ContextRules:
                 if matches and not allow:
                     break
         return found
+
+    def english_words(self) -> frozenset[str]:
+        """Every single English word of the classes, folded (what an obfuscated word may stand for)."""
+        return frozenset(piece for name in self._classes for word in self._words(name, "en")
+                         for piece in self._normalizer.fold_term(str(word)).split() if _LETTERS.fullmatch(piece))
 
     def zh_characters(self) -> set[str]:
         """Every Chinese character of the Chinese class words (split-character recomposition knows them)."""

@@ -297,8 +297,8 @@ class TextNormalizer:
         spaced: list[View] = []
         if runs:
             for keep_symbols in (False, True):
-                for split_leading in (False, True):
-                    view = self._join_runs(base, runs, keep_symbols, split_leading)
+                for split_leading, split_trailing in ((False, False), (True, False), (False, True), (True, True)):
+                    view = self._join_runs(base, runs, keep_symbols, split_leading, split_trailing)
                     if view.text != base.text and all(view.text != other.text for other in spaced):
                         spaced.append(view)
         short = self._join_short_splits(base)
@@ -306,11 +306,13 @@ class TextNormalizer:
         return NormalizedText(base, tuple(spaced), joined, short)
 
     def _join_runs(self, base: View, runs: list[re.Match[str]], keep_symbols: bool,
-                   split_leading: bool) -> View:
+                   split_leading: bool, split_trailing: bool) -> View:
         """Join each run of single letters ("g o r e" -> "gore").
 
-        With ``split_leading`` a leading standalone word ("a", "i") is left out of the run, so
-        "a g o r e" yields "a gore" rather than "agore"; both variants are matched.
+        With ``split_leading`` / ``split_trailing`` a standalone word ("a", "i") at that end of the
+        run, after or before a space, is left out of it: "a g o r e" yields "a gore" rather than
+        "agore", "k-i-l-l-i-n-g a fox" "killing a fox", "a s w a s t i k a" (leading only)
+        "a swastika". Every variant is matched.
         """
         text = base.text
         chars: list[str] = []
@@ -322,6 +324,10 @@ class TextNormalizer:
                 start += 1
                 while start < end and not text[start].isalnum():
                     start += 1
+            if split_trailing and text[end - 1] in self._standalone_letters and text[end - 2:end - 1].isspace():
+                end -= 1
+                while end > start and not text[end - 1].isalnum():
+                    end -= 1
             chars.append(text[position:start])
             origin.extend(base.origin[position:start])
             for index in range(start, end):

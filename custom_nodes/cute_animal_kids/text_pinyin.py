@@ -3,16 +3,24 @@
 Only terms of two or more syllables get a reading (one syllable such as "qiang" or "xue" is an
 English-looking fragment far too often), tone-less, with "ü" written both "v" and "u". Readings
 shorter than ``_MIN_LETTERS`` or listed in the data's ``pinyin.ignore`` (they collide with English
-words, e.g. "emo" for 恶魔) are skipped.
+words, e.g. "emo" for 恶魔) are skipped, and so is a two-syllable reading that a more common everyday
+word shares, many times as often (:func:`common_homophones`: "xiao qi" is 小气 "stingy" long before 笑气 "laughing gas",
+"yi shu" 艺术 "art" before 遗书).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import unicodedata
 from collections.abc import Iterable
+from pathlib import Path
 
 from pypinyin import Style, lazy_pinyin
+from pypinyin.pinyin_dict import pinyin_dict
 
 _MIN_LETTERS = 4
+_JIEBA_DICTIONARY = Path(importlib.util.find_spec("jieba").submodule_search_locations[0]) / "dict.txt"
+"""jieba's word list with corpus counts, read as a file: importing jieba itself is left to strict mode."""
 
 
 def pinyin_keys(term: str, ignore: Iterable[str] = ()) -> list[str]:
@@ -26,3 +34,45 @@ def pinyin_keys(term: str, ignore: Iterable[str] = ()) -> list[str]:
         if len(joined) >= _MIN_LETTERS and joined not in ignore and variant not in keys:
             keys.append(variant)
     return keys
+
+
+def _char_reading(ch: str, cache: dict[str, str]) -> str:
+    """A character's first (most common) reading, tone-less, "ü" as "u"."""
+    reading = cache.get(ch)
+    if reading is None:
+        marked = pinyin_dict.get(ord(ch), "").split(",")[0]
+        reading = cache[ch] = "".join(c for c in unicodedata.normalize("NFD", marked) if not unicodedata.combining(c))
+    return reading
+
+
+def common_homophones(terms: Iterable[str], ratio: float) -> frozenset[str]:
+    """Joined readings of two-character ``terms`` that a non-lexicon word ``ratio`` times as frequent has.
+
+    Such a reading in a prompt is far more likely the everyday word, so matching it refuses
+    innocent pinyin ("xiao zhu xiao qi lai": the piglet laughs). Rivals and counts come from
+    jieba's dictionary (each character read with its most common reading); both spellings of "ü"
+    ("v" and "u") are returned. A rival only a few times as common is kept apart ("dama": 大妈
+    "auntie" is six times as common as 大麻, yet "抽dama" is cannabis).
+    """
+    lexicon = set(terms)
+    readings: dict[str, str] = {}  # reading -> the lexicon term it belongs to
+    for term in lexicon:
+        if len(term) == 2:
+            for key in pinyin_keys(term):
+                readings.setdefault(key.replace(" ", "").replace("v", "u"), term)
+    counts: dict[str, int] = {}
+    rivals: dict[str, int] = {}  # reading -> count of its most frequent non-lexicon word
+    cache: dict[str, str] = {}
+    with _JIEBA_DICTIONARY.open(encoding="utf-8") as lines:
+        for line in lines:
+            word, _, rest = line.partition(" ")
+            if len(word) != 2:
+                continue
+            count = int(rest.split(" ", 1)[0])
+            if word in lexicon:
+                counts[word] = count
+            elif (reading := _char_reading(word[0], cache) + _char_reading(word[1], cache)) in readings:
+                rivals[reading] = max(rivals.get(reading, 0), count)
+    common = {reading for reading, count in rivals.items() if count > ratio * counts.get(readings[reading], 0)}
+    return frozenset(key.replace(" ", "") for term in lexicon if len(term) == 2 for key in pinyin_keys(term)
+                     if key.replace(" ", "").replace("v", "u") in common)

@@ -36,10 +36,11 @@ from .pack_data import (
     require_mapping,
     require_string_list,
 )
-from .text_context import ContextRules
+from .text_context import ContextRules, inflects
+from .text_leet import LeetReader
 from .text_morphology import Stemmer
-from .text_normalizer import DATA_FILE, TextNormalizer, View, get_normalizer
-from .text_pinyin import pinyin_keys
+from .text_normalizer import DATA_FILE, NormalizedText, TextNormalizer, View, get_normalizer
+from .text_pinyin import common_homophones, pinyin_keys
 from .text_split_chars import SplitCharacters
 from .text_strict import StrictVocabulary
 from .text_term_index import CjkTermIndex, LatinTermIndex
@@ -139,7 +140,11 @@ class TextSafetyChecker:
         self.categories: tuple[str, ...] = tuple(categories)
         self._severity = {name: rank for rank, name in enumerate(self.categories)}
 
-        self._pinyin_ignore = frozenset(extra_sections.get("pinyin", {}).get("ignore", []))
+        pinyin_data = extra_sections.get("pinyin", {})
+        self._pinyin_ignore = frozenset(pinyin_data.get("ignore", [])) | common_homophones(
+            (self._normalizer.fold_term(term) for entry in categories.values()
+             for term in (entry.get("zh") or []) if isinstance(term, str)),
+            float(pinyin_data.get("common_homophone_ratio", 10)))
         self._pinyin: dict[str, int] = {}
         """Tone-less reading ("zisha") -> rule of the Chinese term."""
         rules: list[_Rule] = []
@@ -172,6 +177,10 @@ class TextSafetyChecker:
             (rule.term, index) for index, rule in enumerate(rules) if rule.language == "en"
         )
         self._context = ContextRules(extra_sections.get("context", {}), self.categories, self._normalizer)
+        vocabulary = self._context.english_words() | {
+            piece for rule in rules if rule.language == "en"
+            for piece in self._normalizer.fold_term(rule.term).split() if piece.isalpha()}
+        self._leet = LeetReader(self._normalizer.letter_alternatives, lambda word: inflects(word, vocabulary))
         zh_chars = {ch for rule in rules if rule.language == "zh" for ch in rule.term}
         self._split = SplitCharacters(zh_chars | self._context.zh_characters(),
                                       extra_sections.get("split_characters", {}))
@@ -263,7 +272,7 @@ class TextSafetyChecker:
         if hits and (allowed := self._context.allowed_spans(views, keys)):
             # Innocent contexts from the context data ("shoot" beside 篮球 or "hoops", toy weapons).
             hits = [h for h in hits if not any(a <= h.start and h.end <= b for a, b in allowed)]
-        context_hits = self._context.hits(views, recomposed, keys)
+        context_hits = self._context.hits(views, recomposed, keys) or self._rewritten_context_hits(views)
         if context_hits:
             # An allow-listed phrase protects context matches that start inside it ("killer whale",
             # "bamboo shoots for the panda": no killing, no shooting).
@@ -274,6 +283,20 @@ class TextSafetyChecker:
                 return self._strict_check(views, shown)
             return TextSafetyDecision(True, None, (), 0, shown)
         return self._reject(shown, hits, context_hits)
+
+    def _rewritten_context_hits(self, views: NormalizedText) -> list[tuple[str, int, int, str]]:
+        """English scene rules on the other Latin views: letters spaced apart and joined up ("d r o w n
+        s"), short words split ("c-ut"), and obfuscated words read back ("cuts h1s wr1sts").
+
+        Context rules run on the base view first; these copies exist only for prompts that use such
+        tricks, so ordinary prompts pay nothing for them.
+        """
+        rewritten = [read for view in views.latin_views if (read := self._leet.read(view)) is not None]
+        for view in (*views.latin_views[1:], *rewritten):
+            found = self._context.hits(NormalizedText(view, (), None), None)
+            if found:
+                return found
+        return []
 
     def _reject(self, text: str, hits: list[_Hit], context_hits: list[tuple[str, int, int, str]]
                 ) -> TextSafetyDecision:

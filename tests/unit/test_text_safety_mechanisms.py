@@ -490,3 +490,55 @@ def test_scene_rules_catch_unlisted_scenes(text, category):
 ])
 def test_scene_rules_leave_innocent_look_alikes(text):
     _passes(text)
+
+
+@pytest.mark.parametrize(("text", "category"), [
+    ("a puppy that slices h1s own p4ws until it bleeds", None),
+    ("the wolf str4ngles the l4mb", "violence_gore"),
+    ("a bear that dr0wns the kitt3n", "violence_gore"),
+    ("a cat that st*bs the mouse", "violence_gore"),
+    ("a fox d r o w n s a duckling", "violence_gore"),
+])
+def test_scene_rules_read_leet_masks_and_spacing(text, category):
+    """Scene words written with digits, masks or spaced letters still make the scene."""
+    _refused(text, category)
+
+
+@pytest.mark.parametrize("text", [
+    "a robot named r2d2 and c3po waving",
+    "3 little pigs and 7 dwarfs having a picnic",
+    "a b c song with the 4 bunnies",
+    "a cat with a #1 trophy",
+])
+def test_digits_and_symbols_in_innocent_words_pass(text):
+    _passes(text)
+
+
+def test_leet_reader_reads_only_unambiguous_vocabulary_words():
+    from cute_animal_kids.text_leet import LeetReader
+    from cute_animal_kids.text_normalizer import View
+
+    reader = LeetReader({"i": "1", "e": "3", "s": "$"}, lambda word: word in {"his", "wrists", "bed", "bad"})
+    read = reader.read(View("cuts h1s wr1$ts", list(range(15))))
+    assert read is not None and read.text == "cuts his wrists" and list(read.origin) == list(range(15))
+    assert reader.read(View("a b_d", list(range(5)))) is None  # bed or bad: left as written
+    assert reader.read(View("no symbols here", list(range(15)))) is None
+
+
+@pytest.mark.parametrize(("text", "category"), [
+    ("a tiger d-e-c-a-p-i-t-a-t-i-n-g a rabbit", "violence_gore"),
+    ("a pig with a s w a s t i k a", "hate_extremism"),
+])
+def test_spaced_runs_leave_out_a_standalone_letter_at_either_end(text, category):
+    _refused(text, category)
+
+
+def test_pinyin_readings_an_everyday_word_owns_are_not_matched():
+    """"xiao qi" is 小气 (stingy) long before 笑气; "zi sha" and "抽dama" keep their unsafe reading."""
+    from cute_animal_kids.text_pinyin import common_homophones
+
+    assert "xiaoqi" in common_homophones(["笑气", "自杀"], ratio=10)
+    assert "zisha" not in common_homophones(["笑气", "自杀"], ratio=10)
+    _passes("xiao zhu xiao qi lai le")
+    _refused("xiao tu zi zai zi sha", "self_harm")
+    _refused("一只兔子在抽dama", "drugs_alcohol_tobacco")
