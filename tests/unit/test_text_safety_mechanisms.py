@@ -566,3 +566,14 @@ def test_innocent_contexts_of_round_three_pass(text):
 ])
 def test_scenes_of_round_three_are_refused(text, category):
     _refused(text, category)
+
+
+@pytest.mark.parametrize("text", ["小熊贫血了，医生说要补血", "白血病的小朋友很勇敢", "单枪匹马的小狐狸", "一针见血", "如醉如痴地听音乐"])
+def test_everyday_words_holding_an_unsafe_character_pass(text):
+    """Dictionary words with 血/枪/醉/酒 as one character (jieba's word list, read and labelled once)."""
+    _passes(text)
+
+
+@pytest.mark.parametrize("text", ["小熊在流血", "小熊喝酒醉了", "小熊开枪"])
+def test_the_unsafe_words_beside_them_still_refuse(text):
+    _refused(text)
