@@ -577,3 +577,16 @@ def test_everyday_words_holding_an_unsafe_character_pass(text):
 @pytest.mark.parametrize("text", ["小熊在流血", "小熊喝酒醉了", "小熊开枪"])
 def test_the_unsafe_words_beside_them_still_refuse(text):
     _refused(text)
+
+
+@pytest.mark.parametrize("text", ["a bunny with a key chain", "the food chain of the ocean", "a tumble weed in the desert",
+                                  "bears playing gin rummy", "a bullet ant on a leaf", "a devil ray gliding",
+                                  "a balloon molly in a tank", "a steamy cup of cocoa"])
+def test_english_phrases_holding_a_listed_word_pass(text):
+    """Innocent phrases for each listed word, written once from the word list and checked here."""
+    _passes(text)
+
+
+@pytest.mark.parametrize("text", ["a wolf hitting a rabbit with a chain", "a mouse snorting coke", "a fox smoking weed"])
+def test_the_listed_words_still_refuse_outside_those_phrases(text):
+    _refused(text)
