@@ -204,14 +204,23 @@ async def list_jobs(request: web.Request) -> web.Response:
     return web.json_response({"jobs": [job_json(service, job) for job in jobs]})
 
 
-async def _job_or_error(request: web.Request) -> Job | web.Response:
+def _job_id_or_error(request: web.Request) -> str | web.Response:
     job_id = request.match_info["job_id"]
     if not valid_job_id(job_id):
         return error_response(400, "invalid_id", "job ids are lowercase UUIDs", field="job_id")
+    return job_id
+
+
+def _not_found(job_id: str) -> web.Response:
+    return error_response(404, "not_found", f"no job {job_id}")
+
+
+async def _job_or_error(request: web.Request) -> Job | web.Response:
+    job_id = _job_id_or_error(request)
+    if isinstance(job_id, web.Response):
+        return job_id
     job = await request.app[SERVICE_KEY].store.get(job_id)
-    if job is None:
-        return error_response(404, "not_found", f"no job {job_id}")
-    return job
+    return _not_found(job_id) if job is None else job
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -255,14 +264,17 @@ async def get_image(request: web.Request) -> web.StreamResponse:
 async def job_events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: the current state, progress while it runs, the final state; then it ends."""
     service = request.app[SERVICE_KEY]
-    job = await _job_or_error(request)
-    if isinstance(job, web.Response):
-        return job
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                           "X-Accel-Buffering": "no"})
-    await response.prepare(request)
-    with service.events.listen(job.id) as queue:
-        job = await service.store.get(job.id) or job  # after subscribing: no change can slip between
+    job_id = _job_id_or_error(request)
+    if isinstance(job_id, web.Response):
+        return job_id
+    with service.events.listen(job_id) as queue:
+        # One read, after subscribing: no change can slip between it and the stream.
+        job = await service.store.get(job_id)
+        if job is None:
+            return _not_found(job_id)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                               "X-Accel-Buffering": "no"})
+        await response.prepare(request)
         chunks = [_event_bytes("state", {"type": "state", "state": job.state, "error": job.error,
                                          "category": job.category})]
         progress = service.events.progress(job.id) or (job.progress if job.state == "running" else None)

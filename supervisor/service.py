@@ -206,6 +206,6 @@ class JobService:
 
     def _queued(self, job: Job, created: bool) -> None:
         if created:
-            log.info("job queued", extra={"job_id": job.id})
+            log.debug("job queued", extra={"job_id": job.id})  # one INFO line per job: its outcome
             self.dispatcher.wake()
 
