@@ -35,6 +35,7 @@ OPENAPI_KEY = web.AppKey("openapi", dict)
 OPENAPI_TEXT_KEY = web.AppKey("openapi_text", str)
 PUBLIC_PATHS = frozenset({"/healthz", *DASHBOARD_PATHS})  # the dashboard page holds no data
 DECODED_ENCODINGS = frozenset({"identity", "gzip", "deflate"})  # what aiohttp decodes here (no brotli)
+SSE_BATCH_S = 0.05  # how long an event that is not final waits to share its write with the next ones
 SMALL_INT = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit() also accepts '²', '٣'
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -280,39 +281,62 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         progress = service.events.progress(job.id) or (job.progress if job.state == "running" else None)
         if progress is not None:
             chunks.append(_event_bytes("progress", progress))
-        if job.terminal:
-            await response.write_eof(b"".join(chunks))
-            return response
-        await response.write(b"".join(chunks))
+        final = job.terminal
         keepalive = service.settings.http.sse_keepalive_s
         while True:
-            try:
-                async with asyncio.timeout(keepalive):
-                    event = await queue.get()
-            except TimeoutError:
-                await response.write(b": keep-alive\n\n")
-                try:
-                    latest = await service.store.get(job.id)  # a notification missed during an outage
-                except StoreUnavailable:
-                    continue
-                if latest is not None and latest.terminal:
-                    await response.write_eof(_event_bytes("state", {
-                        "type": "state", "state": latest.state, "error": latest.error,
-                        "category": latest.category}))
-                    return response
-                continue
-            # Whatever else is already waiting goes in the same write (a short job's events come in a
-            # rush: one write, not one per event), and the final state with the end of the stream.
-            chunks = [_event_bytes(event["type"], event)]
-            final = _is_final(event)
-            while not final and not queue.empty():
-                event = queue.get_nowait()
-                chunks.append(_event_bytes(event["type"], event))
-                final = _is_final(event)
+            # Events that are not final wait up to SSE_BATCH_S for the next ones (a short job's come
+            # in a rush) and go out in one write; a final state goes at once, with the end of the stream.
+            final = final or await _more_events(queue, chunks, SSE_BATCH_S)
             if final:
                 await response.write_eof(b"".join(chunks))
                 return response
             await response.write(b"".join(chunks))
+            event = await _next_event(queue, keepalive, response, service, job_id)
+            if event is None:  # the stored state was final (a notification was missed): ended
+                return response
+            chunks = [_event_bytes(event["type"], event)]
+            final = _is_final(event)
+
+
+async def _next_event(queue: asyncio.Queue[dict[str, Any]], keepalive: float, response: web.StreamResponse,
+                      service: JobService, job_id: str) -> dict[str, Any] | None:
+    """The next event; a comment line every ``keepalive`` s meanwhile. None once the stored state,
+    read at each keep-alive (a notification missed during an outage), was final: sent, stream ended."""
+    while True:
+        try:
+            async with asyncio.timeout(keepalive):
+                return await queue.get()
+        except TimeoutError:
+            await response.write(b": keep-alive\n\n")
+        try:
+            latest = await service.store.get(job_id)
+        except StoreUnavailable:
+            continue
+        if latest is not None and latest.terminal:
+            await response.write_eof(_event_bytes("state", {"type": "state", "state": latest.state,
+                                                            "error": latest.error, "category": latest.category}))
+            return None
+
+
+async def _more_events(queue: asyncio.Queue[dict[str, Any]], chunks: list[bytes], window: float) -> bool:
+    """Add to ``chunks`` the events that arrive within ``window`` s; True as soon as one is final."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + window
+    while True:
+        if queue.empty():
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            try:
+                async with asyncio.timeout(left):
+                    event = await queue.get()
+            except TimeoutError:
+                return False
+        else:
+            event = queue.get_nowait()
+        chunks.append(_event_bytes(event["type"], event))
+        if _is_final(event):
+            return True
 
 
 def _is_final(event: dict[str, Any]) -> bool:
