@@ -36,6 +36,7 @@ OPENAPI_TEXT_KEY = web.AppKey("openapi_text", str)
 PUBLIC_PATHS = frozenset({"/healthz", *DASHBOARD_PATHS})  # the dashboard page holds no data
 DECODED_ENCODINGS = frozenset({"identity", "gzip", "deflate"})  # what aiohttp decodes here (no brotli)
 SSE_BATCH_S = 0.05  # how long an event that is not final waits to share its write with the next ones
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SMALL_INT = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit() also accepts '²', '٣'
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -273,29 +274,29 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         job = await service.store.get(job_id)
         if job is None:
             return _not_found(job_id)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                               "X-Accel-Buffering": "no"})
-        await response.prepare(request)
         chunks = [_event_bytes("state", {"type": "state", "state": job.state, "error": job.error,
                                          "category": job.category})]
         progress = service.events.progress(job.id) or (job.progress if job.state == "running" else None)
         if progress is not None:
             chunks.append(_event_bytes("progress", progress))
-        final = job.terminal
+        # Events that are not final wait up to SSE_BATCH_S for the next ones (a short job's come in
+        # a rush) and go out in one write; a final state goes at once, with the end of the stream.
+        if job.terminal or await _more_events(queue, chunks, SSE_BATCH_S):
+            # Over before anything was sent: the whole stream in one answer (one write, not a
+            # write for the headers and one for the events).
+            return web.Response(body=b"".join(chunks), headers=SSE_HEADERS)
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        await response.prepare(request)
         keepalive = service.settings.http.sse_keepalive_s
         while True:
-            # Events that are not final wait up to SSE_BATCH_S for the next ones (a short job's come
-            # in a rush) and go out in one write; a final state goes at once, with the end of the stream.
-            final = final or await _more_events(queue, chunks, SSE_BATCH_S)
-            if final:
-                await response.write_eof(b"".join(chunks))
-                return response
             await response.write(b"".join(chunks))
             event = await _next_event(queue, keepalive, response, service, job_id)
             if event is None:  # the stored state was final (a notification was missed): ended
                 return response
             chunks = [_event_bytes(event["type"], event)]
-            final = _is_final(event)
+            if _is_final(event) or await _more_events(queue, chunks, SSE_BATCH_S):
+                await response.write_eof(b"".join(chunks))
+                return response
 
 
 async def _next_event(queue: asyncio.Queue[dict[str, Any]], keepalive: float, response: web.StreamResponse,
