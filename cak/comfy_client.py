@@ -254,18 +254,22 @@ class ComfyClient:
         """The prompt's events as the stream hands them over, until it ends; a dropped socket is
         reconciled from /history once the stream is back."""
         while True:
-            try:
-                async with asyncio.timeout(tracker.next_wait()):
-                    item = await inbox.get()
-            except TimeoutError:
-                try:
-                    entry = await self._reconcile(tracker, raise_gone=False)
-                except _SocketLost:
-                    entry = await self._after_stream_loss(stream, tracker)
-                if entry is not None:
-                    return entry
+            if not inbox.empty():  # ComfyUI's events often come several at once: no timer for these
                 tracker.check_deadlines()
-                continue
+                item = inbox.get_nowait()
+            else:
+                try:
+                    async with asyncio.timeout(tracker.next_wait()):
+                        item = await inbox.get()
+                except TimeoutError:
+                    try:
+                        entry = await self._reconcile(tracker, raise_gone=False)
+                    except _SocketLost:
+                        entry = await self._after_stream_loss(stream, tracker)
+                    if entry is not None:
+                        return entry
+                    tracker.check_deadlines()
+                    continue
             if item is _ACTIVITY:
                 tracker.saw_activity()
                 continue

@@ -35,6 +35,8 @@ OPENAPI_KEY = web.AppKey("openapi", dict)
 OPENAPI_TEXT_KEY = web.AppKey("openapi_text", str)
 PUBLIC_PATHS = frozenset({"/healthz", *DASHBOARD_PATHS})  # the dashboard page holds no data
 DECODED_ENCODINGS = frozenset({"identity", "gzip", "deflate"})  # what aiohttp decodes here (no brotli)
+SSE_BATCH_S = 0.05  # how long an event that is not final waits to share its write with the next ones
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SMALL_INT = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit() also accepts '²', '٣'
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -204,14 +206,23 @@ async def list_jobs(request: web.Request) -> web.Response:
     return web.json_response({"jobs": [job_json(service, job) for job in jobs]})
 
 
-async def _job_or_error(request: web.Request) -> Job | web.Response:
+def _job_id_or_error(request: web.Request) -> str | web.Response:
     job_id = request.match_info["job_id"]
     if not valid_job_id(job_id):
         return error_response(400, "invalid_id", "job ids are lowercase UUIDs", field="job_id")
+    return job_id
+
+
+def _not_found(job_id: str) -> web.Response:
+    return error_response(404, "not_found", f"no job {job_id}")
+
+
+async def _job_or_error(request: web.Request) -> Job | web.Response:
+    job_id = _job_id_or_error(request)
+    if isinstance(job_id, web.Response):
+        return job_id
     job = await request.app[SERVICE_KEY].store.get(job_id)
-    if job is None:
-        return error_response(404, "not_found", f"no job {job_id}")
-    return job
+    return _not_found(job_id) if job is None else job
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -255,52 +266,78 @@ async def get_image(request: web.Request) -> web.StreamResponse:
 async def job_events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: the current state, progress while it runs, the final state; then it ends."""
     service = request.app[SERVICE_KEY]
-    job = await _job_or_error(request)
-    if isinstance(job, web.Response):
-        return job
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                           "X-Accel-Buffering": "no"})
-    await response.prepare(request)
-    with service.events.listen(job.id) as queue:
-        job = await service.store.get(job.id) or job  # after subscribing: no change can slip between
+    job_id = _job_id_or_error(request)
+    if isinstance(job_id, web.Response):
+        return job_id
+    with service.events.listen(job_id) as queue:
+        # One read, after subscribing: no change can slip between it and the stream.
+        job = await service.store.get(job_id)
+        if job is None:
+            return _not_found(job_id)
         chunks = [_event_bytes("state", {"type": "state", "state": job.state, "error": job.error,
                                          "category": job.category})]
         progress = service.events.progress(job.id) or (job.progress if job.state == "running" else None)
         if progress is not None:
             chunks.append(_event_bytes("progress", progress))
-        if job.terminal:
-            await response.write_eof(b"".join(chunks))
-            return response
-        await response.write(b"".join(chunks))
+        # Events that are not final wait up to SSE_BATCH_S for the next ones (a short job's come in
+        # a rush) and go out in one write; a final state goes at once, with the end of the stream.
+        if job.terminal or await _more_events(queue, chunks, SSE_BATCH_S):
+            # Over before anything was sent: the whole stream in one answer (one write, not a
+            # write for the headers and one for the events).
+            return web.Response(body=b"".join(chunks), headers=SSE_HEADERS)
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        await response.prepare(request)
         keepalive = service.settings.http.sse_keepalive_s
         while True:
-            try:
-                async with asyncio.timeout(keepalive):
-                    event = await queue.get()
-            except TimeoutError:
-                await response.write(b": keep-alive\n\n")
-                try:
-                    latest = await service.store.get(job.id)  # a notification missed during an outage
-                except StoreUnavailable:
-                    continue
-                if latest is not None and latest.terminal:
-                    await response.write_eof(_event_bytes("state", {
-                        "type": "state", "state": latest.state, "error": latest.error,
-                        "category": latest.category}))
-                    return response
-                continue
-            # Whatever else is already waiting goes in the same write (a short job's events come in a
-            # rush: one write, not one per event), and the final state with the end of the stream.
+            await response.write(b"".join(chunks))
+            event = await _next_event(queue, keepalive, response, service, job_id)
+            if event is None:  # the stored state was final (a notification was missed): ended
+                return response
             chunks = [_event_bytes(event["type"], event)]
-            final = _is_final(event)
-            while not final and not queue.empty():
-                event = queue.get_nowait()
-                chunks.append(_event_bytes(event["type"], event))
-                final = _is_final(event)
-            if final:
+            if _is_final(event) or await _more_events(queue, chunks, SSE_BATCH_S):
                 await response.write_eof(b"".join(chunks))
                 return response
-            await response.write(b"".join(chunks))
+
+
+async def _next_event(queue: asyncio.Queue[dict[str, Any]], keepalive: float, response: web.StreamResponse,
+                      service: JobService, job_id: str) -> dict[str, Any] | None:
+    """The next event; a comment line every ``keepalive`` s meanwhile. None once the stored state,
+    read at each keep-alive (a notification missed during an outage), was final: sent, stream ended."""
+    while True:
+        try:
+            async with asyncio.timeout(keepalive):
+                return await queue.get()
+        except TimeoutError:
+            await response.write(b": keep-alive\n\n")
+        try:
+            latest = await service.store.get(job_id)
+        except StoreUnavailable:
+            continue
+        if latest is not None and latest.terminal:
+            await response.write_eof(_event_bytes("state", {"type": "state", "state": latest.state,
+                                                            "error": latest.error, "category": latest.category}))
+            return None
+
+
+async def _more_events(queue: asyncio.Queue[dict[str, Any]], chunks: list[bytes], window: float) -> bool:
+    """Add to ``chunks`` the events that arrive within ``window`` s; True as soon as one is final."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + window
+    while True:
+        if queue.empty():
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            try:
+                async with asyncio.timeout(left):
+                    event = await queue.get()
+            except TimeoutError:
+                return False
+        else:
+            event = queue.get_nowait()
+        chunks.append(_event_bytes(event["type"], event))
+        if _is_final(event):
+            return True
 
 
 def _is_final(event: dict[str, Any]) -> bool:

@@ -57,6 +57,7 @@ from .job_store import (
     TERMINAL_STATES,
     IdempotencyConflict,
     Job,
+    QueueFull,
 )
 from .pool import InstanceLost
 from .service import JobService
@@ -328,10 +329,11 @@ class ComfyDoor:
                 service.metrics.safety_rejections.labels("prompt", category).inc()
                 log.info("prompt rejected at the ComfyUI door (%s)", category, extra={"job_id": job_id})
             return web.json_response(exc.body, status=400)
-        if await service.store.count(QUEUED) >= service.settings.jobs.max_queue:
-            return _unavailable("the queue is full: try again later")
         try:
-            job, created = await service.store.submit(stored, key, job_id=job_id)
+            job, created = await service.store.submit(stored, key, job_id=job_id,
+                                                      max_queued=service.settings.jobs.max_queue)
+        except QueueFull:
+            return _unavailable("the queue is full: try again later")
         except IdempotencyConflict:
             return _refused(comfy_error("invalid_prompt", f"prompt_id {prompt_id} is already used by "
                                                           "a different prompt"))

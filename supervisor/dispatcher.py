@@ -276,10 +276,14 @@ class Dispatcher:
     async def _dispatch_queued(self) -> None:
         """Claim queued jobs, each for the instance the pool lends, while any is queued.
 
-        "Any queued?" is the oldest queued job's id through the (state, created_at) index, not a
-        count of every stored job by state (which grows with the history).
+        "Any queued?" is asked once, before the first instance is acquired (an idle queue must
+        neither hold an instance nor report a pool that cannot serve); after that, the claim says
+        it: a burst costs one store call per job, the claim. The look is the newest queued job
+        through the (state, created_at) index, not a count of every stored job by state.
         """
-        while await self.store.list(QUEUED, limit=1):
+        if not await self.store.list(QUEUED, limit=1):
+            return
+        while True:
             instance = await self.pool.acquire()
             self._unavailable_logged = False
             try:
@@ -310,7 +314,7 @@ class Dispatcher:
 
     async def _run(self, instance: JobInstance, job: Job, attempt: int) -> None:
         where = {"job_id": job.id, "instance": instance.name, "attempt": attempt}
-        log.info("job started", extra=where)
+        log.debug("job started", extra=where)  # one INFO line per job: its outcome
         self.events.state(job.id, RUNNING, instance=instance.name, attempt=attempt)
         try:
             kind = self.kinds.get(job.request.get("kind", ""))

@@ -48,6 +48,7 @@ TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
     _S.RESTARTING: frozenset({_S.STARTING, _S.STOPPED}),
     _S.FAILED: frozenset({_S.STARTING, _S.STOPPED}),
 }
+_PER_JOB_STATES = frozenset({_S.READY, _S.BUSY})  # the change every job makes, logged at DEBUG
 
 
 class InvalidTransition(RuntimeError):
@@ -250,7 +251,9 @@ class Instance:
             return
         if state not in TRANSITIONS[self.state]:
             raise InvalidTransition(f"instance {self.name}: {self.state.value} → {state.value} is not allowed")
-        self.log.info("%s → %s", self.state.value, state.value)
+        # READY ↔ BUSY happens at every job: not worth an INFO line (a write) each time.
+        per_job = {self.state, state} == _PER_JOB_STATES
+        self.log.log(logging.DEBUG if per_job else logging.INFO, "%s → %s", self.state.value, state.value)
         self.state = state
         self.changed()
 

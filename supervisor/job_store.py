@@ -63,6 +63,10 @@ class IdempotencyConflict(Exception):
         self.job_id = job_id
 
 
+class QueueFull(Exception):
+    """``max_queued`` jobs are already queued: the new one was not stored."""
+
+
 class StoreUnavailable(Exception):
     """The database cannot be reached right now (the pool reconnects by itself)."""
 
@@ -193,12 +197,15 @@ class JobStore(ABC):
     async def submit(self, request: dict[str, Any], idempotency_key: str | None = None, *,
                      state: str = QUEUED, error: str | None = None,
                      category: str | None = None, job_id: str | None = None,
-                     on_committed: Callable[[Job, bool], None] | None = None) -> tuple[Job, bool]:
+                     on_committed: Callable[[Job, bool], None] | None = None,
+                     max_queued: int | None = None) -> tuple[Job, bool]:
         """Store a new job (``rejected`` ones too); returns it and whether it is new, once it is durable.
 
         A known idempotency key with the same request returns that job instead (across hosts: a
         unique index). ``job_id`` (a UUID): the id the caller chose (the ComfyUI door's prompt ids).
         ``on_committed(job, created)`` runs right after the commit (e.g. to wake the dispatcher).
+        ``max_queued``: ``QueueFull`` when that many jobs are queued already, counted in the same
+        transaction as the insert (one store call per submission, not a count and then a submit).
         """
 
     @abstractmethod

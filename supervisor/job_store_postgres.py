@@ -55,6 +55,7 @@ from .job_store import (
     IdempotencyConflict,
     Job,
     JobStore,
+    QueueFull,
     RemoteEvent,
     Renewal,
     StoreUnavailable,
@@ -270,11 +271,17 @@ class PostgresJobStore(JobStore):
     async def submit(self, request: dict[str, Any], idempotency_key: str | None = None, *,
                      state: str = QUEUED, error: str | None = None,
                      category: str | None = None, job_id: str | None = None,
-                     on_committed: Callable[[Job, bool], None] | None = None) -> tuple[Job, bool]:
+                     on_committed: Callable[[Job, bool], None] | None = None,
+                     max_queued: int | None = None) -> tuple[Job, bool]:
         job_id = job_id or str(uuid.uuid4())
         encoded = json.dumps(request, sort_keys=True, ensure_ascii=False)
         finished = NOW if state in TERMINAL_STATES else "NULL"
         async with self._tx() as db:
+            if max_queued is not None and state == QUEUED:
+                queued = await (await db.execute("SELECT COUNT(*) AS n FROM jobs WHERE state = %s",
+                                                 (QUEUED,))).fetchone()
+                if queued["n"] >= max_queued:
+                    raise QueueFull(f"{max_queued} jobs are queued")
             row = await (await db.execute(
                 f"INSERT INTO jobs (id, state, request, idempotency_key, created_at, updated_at, finished_at, "
                 f"error, category) VALUES (%s, %s, %s, %s, {NOW}, {NOW}, {finished}, %s, %s) "

@@ -51,6 +51,7 @@ from .job_store import (
     IdempotencyConflict,
     Job,
     JobStore,
+    QueueFull,
     Renewal,
     StoreUnavailable,
     WebhookDelivery,
@@ -155,15 +156,18 @@ class SqliteJobStore(JobStore):
     async def submit(self, request: dict[str, Any], idempotency_key: str | None = None, *,
                      state: str = QUEUED, error: str | None = None,
                      category: str | None = None, job_id: str | None = None,
-                     on_committed: Callable[[Job, bool], None] | None = None) -> tuple[Job, bool]:
+                     on_committed: Callable[[Job, bool], None] | None = None,
+                     max_queued: int | None = None) -> tuple[Job, bool]:
         """Store a new job (``rejected`` ones too); returns it and whether it is new, once it is on disk.
 
         A known idempotency key with the same request returns that job instead. ``job_id`` (a
         UUID): the id the caller chose (the ComfyUI door's prompt ids); a new UUID otherwise.
         ``on_committed(job, created)`` runs between the commit and the fsync (e.g. to wake the
-        dispatcher, so the job starts while its row is being written to disk).
+        dispatcher, so the job starts while its row is being written to disk). ``max_queued``:
+        ``QueueFull`` when that many jobs are queued already (counted in the insert's transaction).
         """
-        job, created = await self._call(self._submit, request, idempotency_key, state, error, category, job_id)
+        job, created = await self._call(self._submit, request, idempotency_key, state, error, category, job_id,
+                                        max_queued)
         if on_committed is not None:
             on_committed(job, created)
         if created:
@@ -379,12 +383,15 @@ class SqliteJobStore(JobStore):
         return _Transaction(self._db)
 
     def _submit(self, request: dict[str, Any], key: str | None, state: str, error: str | None,
-                category: str | None, chosen_id: str | None) -> tuple[Job, bool]:
+                category: str | None, chosen_id: str | None, max_queued: int | None) -> tuple[Job, bool]:
         now = time.time()
         job_id = chosen_id or str(uuid.uuid4())
         encoded = json.dumps(request, sort_keys=True, ensure_ascii=False)
         finished = now if state in TERMINAL_STATES else None
         with self._transaction() as db:
+            if max_queued is not None and state == QUEUED and db.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE state = ?", (QUEUED,)).fetchone()[0] >= max_queued:
+                raise QueueFull(f"{max_queued} jobs are queued")
             if key is not None:
                 row = db.execute("SELECT id, request FROM jobs WHERE idempotency_key = ?", (key,)).fetchone()
                 if row is not None:

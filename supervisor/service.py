@@ -27,7 +27,7 @@ from .dispatcher import Dispatcher
 from .guard_stage import GuardStage
 from .job_events import JobEvents
 from .job_request import parse_job_request
-from .job_store import QUEUED, REJECTED, Job, open_store
+from .job_store import QUEUED, REJECTED, Job, QueueFull, open_store
 from .metrics import ServiceMetrics
 from .pool import Pool
 from .settings import JobsSettings, Settings
@@ -198,14 +198,15 @@ class JobService:
             return Submitted(job, created, decision)
         request = self.catalog.with_seed(request, idempotency_key)
         self.catalog.build(request)  # the workflow's own limits, before anything is queued
-        if await self.store.count(QUEUED) >= jobs.max_queue:
-            raise ServiceUnavailable(f"the queue is full ({jobs.max_queue} jobs): try again later")
-        job, created = await self.store.submit(request.to_json(), idempotency_key,
-                                               on_committed=self._queued)
+        try:
+            job, created = await self.store.submit(request.to_json(), idempotency_key,
+                                                   on_committed=self._queued, max_queued=jobs.max_queue)
+        except QueueFull:
+            raise ServiceUnavailable(f"the queue is full ({jobs.max_queue} jobs): try again later") from None
         return Submitted(job, created)
 
     def _queued(self, job: Job, created: bool) -> None:
         if created:
-            log.info("job queued", extra={"job_id": job.id})
+            log.debug("job queued", extra={"job_id": job.id})  # one INFO line per job: its outcome
             self.dispatcher.wake()
 

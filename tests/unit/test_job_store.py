@@ -22,6 +22,7 @@ from supervisor.job_store import (
     SUPERVISOR_SHUTDOWN,
     IdempotencyConflict,
     JobStore,
+    QueueFull,
 )
 from supervisor.job_store_sqlite import SqliteJobStore
 
@@ -285,6 +286,26 @@ def test_idempotency_key_returns_the_same_job_and_refuses_a_different_request(tm
 
     first, created1, second, created2 = run(scenario())
     assert created1 and not created2 and first.id == second.id
+
+
+def test_max_queued_refuses_a_new_queued_job_and_stores_nothing(tmp_path, open_store):
+    async def scenario():
+        store = await open_store()
+        await store.submit(REQUEST, max_queued=2)
+        await store.submit(REQUEST, max_queued=2)
+        with pytest.raises(QueueFull):
+            await store.submit(REQUEST, max_queued=2)
+        rejected, _ = await store.submit(REQUEST, state=REJECTED, error="unsafe", max_queued=2)  # not queued
+        queued_before = await store.count(QUEUED)
+        await store.claim_next("i0")  # one fewer queued: room again
+        third, created = await store.submit(REQUEST, max_queued=2)
+        counts = await store.counts()
+        await store.close()
+        return rejected, queued_before, created, counts
+
+    rejected, queued_before, created, counts = run(scenario())
+    assert rejected.state == REJECTED and queued_before == 2 and created
+    assert counts[QUEUED] == 2 and counts[RUNNING] == 1 and counts[REJECTED] == 1
 
 
 def test_cancel_queued_and_running(tmp_path, open_store):
