@@ -60,7 +60,7 @@ class LeetReader:
         position = 0
         for match in self._token.finditer(text):
             word = match.group()
-            reading = self._cache.get(word, "") if word in self._cache else self._reading(word)
+            reading = self._cache[word] if word in self._cache else self._reading(word)
             if reading:
                 pieces += [text[position:match.start()], reading]
                 position = match.end()
