@@ -277,11 +277,8 @@ class PostgresJobStore(JobStore):
         encoded = json.dumps(request, sort_keys=True, ensure_ascii=False)
         finished = NOW if state in TERMINAL_STATES else "NULL"
         async with self._tx() as db:
-            if max_queued is not None and state == QUEUED:
-                queued = await (await db.execute("SELECT COUNT(*) AS n FROM jobs WHERE state = %s",
-                                                 (QUEUED,))).fetchone()
-                if queued["n"] >= max_queued:
-                    raise QueueFull(f"{max_queued} jobs are queued")
+            if max_queued is not None and state == QUEUED and await _count_state(db, QUEUED) >= max_queued:
+                raise QueueFull(f"{max_queued} jobs are queued")
             row = await (await db.execute(
                 f"INSERT INTO jobs (id, state, request, idempotency_key, created_at, updated_at, finished_at, "
                 f"error, category) VALUES (%s, %s, %s, %s, {NOW}, {NOW}, {finished}, %s, %s) "
@@ -565,8 +562,7 @@ class PostgresJobStore(JobStore):
 
     async def count(self, state: str) -> int:
         async with self._tx() as db:
-            row = await (await db.execute("SELECT COUNT(*) AS n FROM jobs WHERE state = %s", (state,))).fetchone()
-        return int(row["n"])
+            return await _count_state(db, state)
 
     async def read_image(self, job_id: str, name: str) -> bytes | None:
         async with self._tx() as db:
@@ -599,3 +595,9 @@ def _job(row: dict[str, Any], attempts: list[dict[str, Any]], outbox: dict[str, 
         attempts=[Attempt(a["number"], a["instance"], a["started_at"], a["ended_at"], a["reason"])
                   for a in attempts],
     )
+
+
+async def _count_state(db: psycopg.AsyncConnection[Any], state: str) -> int:
+    """Jobs in ``state``: a range of the (state, created_at) index."""
+    row = await (await db.execute("SELECT COUNT(*) AS n FROM jobs WHERE state = %s", (state,))).fetchone()
+    return int(row["n"])

@@ -269,8 +269,7 @@ class SqliteJobStore(JobStore):
         return await self._call(self._counts)
 
     async def count(self, state: str) -> int:
-        return await self._call(lambda: self._db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?",
-                                                         (state,)).fetchone()[0])
+        return await self._call(_count_state, self._db, state)
 
     async def read_image(self, job_id: str, name: str) -> bytes | None:
         folder = (self.output_root / job_id).resolve()
@@ -389,8 +388,7 @@ class SqliteJobStore(JobStore):
         encoded = json.dumps(request, sort_keys=True, ensure_ascii=False)
         finished = now if state in TERMINAL_STATES else None
         with self._transaction() as db:
-            if max_queued is not None and state == QUEUED and db.execute(
-                    "SELECT COUNT(*) FROM jobs WHERE state = ?", (QUEUED,)).fetchone()[0] >= max_queued:
+            if max_queued is not None and state == QUEUED and _count_state(db, QUEUED) >= max_queued:
                 raise QueueFull(f"{max_queued} jobs are queued")
             if key is not None:
                 row = db.execute("SELECT id, request FROM jobs WHERE idempotency_key = ?", (key,)).fetchone()
@@ -707,3 +705,8 @@ def _job(row: sqlite3.Row, attempts: list[sqlite3.Row], outbox: sqlite3.Row | No
         attempts=[Attempt(a["number"], a["instance"], a["started_at"], a["ended_at"], a["reason"])
                   for a in attempts],
     )
+
+
+def _count_state(db: sqlite3.Connection, state: str) -> int:
+    """Jobs in ``state``: a range of the (state, created_at) index."""
+    return db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (state,)).fetchone()[0]
