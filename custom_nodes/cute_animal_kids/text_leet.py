@@ -12,6 +12,7 @@ or as none, stays as written.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import string
 import threading
@@ -39,12 +40,11 @@ class LeetReader:
         for mask in MASKS:
             readings[mask] = set(string.ascii_lowercase)
         self._readings = {symbol: "".join(sorted(letters)) for symbol, letters in readings.items()}
-        symbols = "".join(sorted(self._readings))
+        symbols = re.escape("".join(sorted(self._readings)))
+        chars = f"[a-z0-9{symbols}]"
         # A token of letters and symbols with at least one letter and one symbol, 3+ characters.
         self._token = re.compile(
-            rf"(?<![a-z0-9{re.escape(symbols)}])(?=[a-z0-9{re.escape(symbols)}]*[a-z])"
-            rf"(?=[a-z0-9{re.escape(symbols)}]*[{re.escape(symbols)}])"
-            rf"[a-z0-9{re.escape(symbols)}]{{3,}}(?![a-z0-9{re.escape(symbols)}])"
+            rf"(?<!{chars})(?={chars}*[a-z])(?={chars}*[{symbols}]){chars}{{3,}}(?!{chars})"
         )
         self._symbols = frozenset(self._readings)
         self._is_word = is_word
@@ -72,11 +72,8 @@ class LeetReader:
     def _reading(self, word: str) -> str | None:
         """The one vocabulary word ``word`` can stand for, or None (none, or more than one)."""
         options = [self._readings.get(ch, ch) if not ch.isalpha() else ch for ch in word]
-        count = 1
-        for letters in options:
-            count *= len(letters)
         found: str | None = None
-        if count <= _MAX_READINGS:
+        if math.prod(map(len, options)) <= _MAX_READINGS:
             for letters in itertools.product(*options):
                 candidate = "".join(letters)
                 if candidate.isalpha() and self._is_word(candidate):
