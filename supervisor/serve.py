@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 from aiohttp import web
 from cute_animal_kids.guard_model import GuardUnavailable
+from cute_animal_kids.pack_data import DATA_DIR_ENV, PackDataError
+from cute_animal_kids.text_safety import get_checker
 
 from cak.demo import DEMO_PROMPT, DEMO_STYLE
 from cak.install_state import NotInstalledError
@@ -71,6 +73,7 @@ async def serve(config_path: Path | None, demo: bool = False, log_json: bool = F
     _json_lines = log_json
     try:
         settings = load_settings(config_path, demo_overrides(config_path) if demo else None)
+        await asyncio.to_thread(get_checker)  # the pack's word lists and rules: a bad file stops `up` here
         guard = None
         if settings.guard is not None:  # loaded before any ComfyUI starts: a bad path stops `up` here
             say(f"loading the guard model from {settings.guard.model_path}...")
@@ -82,6 +85,9 @@ async def serve(config_path: Path | None, demo: bool = False, log_json: bool = F
         return 2
     except GuardUnavailable as exc:
         say(f"configuration problem:\nguard.model_path: {exc}", error=True)
+        return 2
+    except PackDataError as exc:
+        say(f"the node pack's data is not valid (fix the file or unset {DATA_DIR_ENV}):\n{exc}", error=True)
         return 2
     http = settings.http
     if not http.loopback and not http.token:

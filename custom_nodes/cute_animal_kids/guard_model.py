@@ -78,7 +78,7 @@ class GuardPolicy:
         if controversial not in CONTROVERSIAL_POLICIES:
             raise PackDataError(f"{file}: controversial: must be one of {', '.join(CONTROVERSIAL_POLICIES)}")
         tokens = require_number(require_key(data, "max_new_tokens", file, ""), file, "max_new_tokens",
-                                minimum=8, maximum=512, integer=True)
+                                minimum=8, maximum=4096, integer=True)
         unnamed = require_string(require_key(data, "unnamed_category", file, ""), file, "unnamed_category")
         mapping = require_mapping(require_key(data, "categories", file, ""), file, "categories")
         if set(mapping) != set(QWEN3GUARD_CATEGORIES):

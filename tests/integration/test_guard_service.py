@@ -24,12 +24,12 @@ TINY = MODELS_DIR / "guard" / "cak_tiny_qwen3guard"
 PACK_ENV = {"PYTHONPATH": str(PACK_PARENT)}
 
 
-def _up(config: dict, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _up(config: dict, tmp_path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "supervisor.yaml"
     path.write_text(yaml.safe_dump({"output_root": str(tmp_path / "out"), **config}))
     return subprocess.run([sys.executable, "-m", "supervisor", "up", "--config", str(path)], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=180, check=False,
-                          env={**os.environ, **PACK_ENV})
+                          env={**os.environ, **PACK_ENV, **(env or {})})
 
 
 @pytest.mark.parametrize("damage", ["missing folder", "truncated weights"])
@@ -46,6 +46,19 @@ def test_up_refuses_to_start_with_an_unloadable_guard_checkpoint(tmp_path: Path,
     assert "starting" not in result.stdout  # no ComfyUI was started
 
 
+def test_up_refuses_to_start_with_invalid_pack_data(tmp_path: Path):
+    data = tmp_path / "pack-data"
+    shutil.copytree(DATA_DIR, data)
+    policy = yaml.safe_load((data / "guard.yaml").read_text())
+    policy["max_new_tokens"] = 10**6
+    (data / "guard.yaml").write_text(yaml.safe_dump(policy, allow_unicode=True))
+    result = _up({"guard": {"model_path": str(TINY)}}, tmp_path, {DATA_DIR_ENV: str(data)})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "guard.yaml: max_new_tokens" in result.stderr and DATA_DIR_ENV in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "starting" not in result.stdout
+
+
 @pytest.fixture(scope="module")
 def slow_guard_service(tmp_path_factory: pytest.TempPathFactory):
     """A supervisor whose guard is the tiny model with a long token budget (slow for real) and a
@@ -54,7 +67,9 @@ def slow_guard_service(tmp_path_factory: pytest.TempPathFactory):
     data = base / "pack-data"
     shutil.copytree(DATA_DIR, data)
     policy = yaml.safe_load((data / "guard.yaml").read_text())
-    policy["max_new_tokens"] = 512  # ~20 s of generation on this machine: beyond the time-out
+    # ~9 s of generation on an idle machine of this kind, ~2x the time-out (512 tokens took ~1 s idle
+    # and 4 s on a loaded CI run: too close). The tiny model's context is 4096 tokens.
+    policy["max_new_tokens"] = 3800
     (data / "guard.yaml").write_text(yaml.safe_dump(policy, allow_unicode=True))
     service = SupervisorProcess(base, guard={"model_path": str(TINY), "timeout_s": 5},
                                 env={DATA_DIR_ENV: str(data)})
