@@ -590,3 +590,25 @@ def test_english_phrases_holding_a_listed_word_pass(text):
 @pytest.mark.parametrize("text", ["a wolf hitting a rabbit with a chain", "a mouse snorting coke", "a fox smoking weed"])
 def test_the_listed_words_still_refuse_outside_those_phrases(text):
     _refused(text)
+
+
+@pytest.mark.parametrize(("text", "category"), [
+    ("小狗最后把自己吊在了树上", "self_harm"),  # the reflexive before the verb (把自己 + verb)
+    ("a fox taking off all her clothes", "sexual"),
+    ("a bunny without its clothes", "sexual"),
+    ("a raccoon with scratches and lines into its own arm", "self_harm"),
+    ("小猪被逼着交出零花钱", "bullying"),
+    ("大家朝最小的鸭子扔石头", "bullying"),
+    ("小猫喝得站不稳", "drugs_alcohol_tobacco"),
+])
+def test_scenes_of_round_four_are_refused(text, category):
+    _refused(text, category)
+
+
+@pytest.mark.parametrize("text", [
+    "小狗把自己打扮得漂漂亮亮", "a kangaroo in puffy gloves at the gym", "a fox taking off its hat to say hello",
+    "小朋友在溜冰场溜冰", "小猴子往河里扔石头打水漂", "画一个南瓜灯，不要吓人", "大奶奶给小熊讲故事",
+    "a sneaky fox stealing a hat as part of a game",
+])
+def test_innocent_contexts_of_round_four_pass(text):
+    _passes(text)
