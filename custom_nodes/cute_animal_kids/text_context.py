@@ -90,6 +90,13 @@ class ContextRules:
     def __init__(self, data: Mapping[str, Any], categories: Sequence[str], normalizer: TextNormalizer) -> None:
         self._classes = {name: dict(entry) for name, entry in dict(data.get("classes", {})).items()}
         self._normalizer = normalizer
+        self._breaks: dict[str, re.Pattern[str]] = {}
+        """Per language: words that start a new event ("and then"); an innocent context does not
+        reach across them ("shoot hoops and then shoot the puppy")."""
+        for lang, words in dict(data.get("clause_breaks") or {}).items():
+            folded = self._folded_words(require_string_list(words, _FILE, f"clause_breaks.{lang}"))
+            alternatives = "|".join(re.escape(w) for w in folded)
+            self._breaks[lang] = re.compile(rf"(?<![a-z])(?:{alternatives})(?![a-z])" if lang == "en" else alternatives)
         self._rules: list[tuple[str, str, str, str, tuple[frozenset[int], ...], str | None]] = []
         self._starts: list[frozenset[str] | None] = []
         """Per rule: the first words its English match can begin with (None: search the whole text)."""
@@ -309,14 +316,33 @@ class ContextRules:
                     # tried at every position is most of the time a prompt takes.
                     positions = sorted({p for first in firsts if first in starts for p in starts[first]})
                     tried = (m for p in positions if (m := pattern.match(text, p)) is not None)
+                breaks = self._breaks.get(lang)
+                if allow and breaks is not None:
+                    tried = (m for m in tried if breaks.search(text, m.start(), m.end()) is None)
                 matches = [m for m in tried if unless is None or not unless.search(
-                    text, max(0, m.start() - window), min(len(text), m.end() + window))]
+                    text, *self._unless_window(text, m, window, breaks))]
                 for match in matches if allow else matches[:1]:
                     start, end = match.span()
                     found.append((category, view.origin[start], view.origin[end - 1] + 1, name))
                 if matches and not allow:
                     break
         return found
+
+    @staticmethod
+    def _unless_window(text: str, match: re.Match[str], window: int,
+                       breaks: re.Pattern[str] | None) -> tuple[int, int]:
+        """Where ``unless`` words count for ``match``: ``window`` characters either side, not past a
+        clause break."""
+        low, high = max(0, match.start() - window), min(len(text), match.end() + window)
+        if breaks is not None:
+            for before in breaks.finditer(text, low, match.start()):
+                low = before.end()
+            if (after := breaks.search(text, match.end(), high)) is not None:
+                high = after.start()
+        return low, high
+
+    def _folded_words(self, words: Sequence[str]) -> list[str]:
+        return sorted({self._normalizer.fold_term(str(w)) for w in words}, key=len, reverse=True)
 
     def english_words(self) -> frozenset[str]:
         """Every single English word of the classes, folded (what an obfuscated word may stand for)."""

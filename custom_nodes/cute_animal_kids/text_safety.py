@@ -269,15 +269,21 @@ class TextSafetyChecker:
                 if rules:
                     hits.extend(self._scan(view, rules, allowed, "zh"))
         keys = self._context.keys(views, recomposed)
+        allowed: list[tuple[int, int]] | None = None
         if hits and (allowed := self._context.allowed_spans(views, keys)):
             # Innocent contexts from the context data ("shoot" beside 篮球 or "hoops", toy weapons).
             hits = [h for h in hits if not any(a <= h.start and h.end <= b for a, b in allowed)]
         context_hits = self._context.hits(views, recomposed, keys) or self._rewritten_context_hits(views)
         if context_hits:
             # An allow-listed phrase protects context matches that start inside it ("killer whale",
-            # "bamboo shoots for the panda": no killing, no shooting).
+            # "bamboo shoots for the panda": no killing, no shooting); an allow rule's match those
+            # that lie wholly inside it ("a nurse giving a shot to the bunny"), so a harm told
+            # after an innocent context still counts.
             protected = self._protected_spans(views)
-            context_hits = [h for h in context_hits if not any(a <= h[1] < b for a, b in protected)]
+            if allowed is None:
+                allowed = self._context.allowed_spans(views, keys)
+            context_hits = [h for h in context_hits if not any(a <= h[1] < b for a, b in protected)
+                            and not any(a <= h[1] and h[2] <= b for a, b in allowed)]
         if not hits and not context_hits:
             if strict:
                 return self._strict_check(views, shown)

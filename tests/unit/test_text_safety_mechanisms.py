@@ -430,7 +430,7 @@ def test_context_rules_tried_at_first_words_find_what_a_full_search_finds():
     checker = get_checker()
     context = checker._context  # type: ignore[attr-defined]
     full = object.__new__(type(context))
-    for slot in ("_classes", "_normalizer", "_rules", "_always", "_triggers", "_compiled", "_en_words",
+    for slot in ("_classes", "_normalizer", "_breaks", "_rules", "_always", "_triggers", "_compiled", "_en_words",
                  "_start_words", "_word_info", "_lock", "_automata"):
         setattr(full, slot, getattr(context, slot))
     full._starts = [None] * len(context._starts)  # type: ignore[attr-defined]  # search the whole text
@@ -611,4 +611,21 @@ def test_scenes_of_round_four_are_refused(text, category):
     "a sneaky fox stealing a hat as part of a game",
 ])
 def test_innocent_contexts_of_round_four_pass(text):
+    _passes(text)
+
+
+@pytest.mark.parametrize(("text", "category"), [
+    ("kids shoot hoops and then shoot the puppy", "violence_gore"),
+    ("a fox shooting the ball then shooting the bunny", "violence_gore"),
+    ("a nurse giving a shot to a bunny then shooting the fox", "violence_gore"),
+])
+def test_an_innocent_context_does_not_reach_across_a_clause_break(text, category):
+    """``clause_breaks``: an allow rule or an ``unless`` word before "and then" does not cover what follows."""
+    _refused(text, category)
+
+
+@pytest.mark.parametrize("text", ["kids shoot hoops", "a nurse bear giving a shot to a bunny",
+                                  "a butcher cat in a white apron at the shop", "a chef cutting vegetables with a big knife",
+                                  "a bunny bombed the test and is sad", "a zombie ant in a documentary for kids"])
+def test_an_allow_rule_covers_a_scene_inside_it(text):
     _passes(text)
