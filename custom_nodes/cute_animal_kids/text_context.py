@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +82,16 @@ class Keys:
     """Key ids of class words in the text."""
     starts: dict[str, list[int]] = field(default_factory=dict)
     """First word of an English class phrase -> where it starts in the base view (inflected or not)."""
+
+
+def _matches_at(pattern: re.Pattern[str], text: str, positions: list[int]) -> Iterator[re.Match[str]]:
+    """``pattern.finditer(text)`` when matches can only begin at ``positions`` (ascending): the same
+    non-overlapping matches, tried only there."""
+    end = -1
+    for position in positions:
+        if position >= end and (match := pattern.match(text, position)) is not None:
+            end = max(match.end(), position + 1)
+            yield match
 
 
 class ContextRules:
@@ -315,7 +325,7 @@ class ContextRules:
                     # Only where a first word stands: an alternation of hundreds of class words
                     # tried at every position is most of the time a prompt takes.
                     positions = sorted({p for first in firsts if first in starts for p in starts[first]})
-                    tried = (m for p in positions if (m := pattern.match(text, p)) is not None)
+                    tried = _matches_at(pattern, text, positions)
                 breaks = self._breaks.get(lang)
                 if allow and breaks is not None:
                     tried = (m for m in tried if breaks.search(text, m.start(), m.end()) is None)
