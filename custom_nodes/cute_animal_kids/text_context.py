@@ -99,6 +99,10 @@ class ContextRules:
 
     def __init__(self, data: Mapping[str, Any], categories: Sequence[str], normalizer: TextNormalizer) -> None:
         self._classes = {name: dict(entry) for name, entry in dict(data.get("classes", {})).items()}
+        for name, entry in self._classes.items():
+            for lang, words in entry.items():
+                # YAML reads a bare on/off/yes/no as a boolean: such a word must be quoted.
+                require_string_list(words, _FILE, f"classes.{name}.{lang}", unique=False)
         self._normalizer = normalizer
         self._breaks: dict[str, re.Pattern[str]] = {}
         """Per language: words that start a new event ("and then"); an innocent context does not

@@ -629,3 +629,33 @@ def test_an_innocent_context_does_not_reach_across_a_clause_break(text, category
                                   "a bunny bombed the test and is sad", "a zombie ant in a documentary for kids"])
 def test_an_allow_rule_covers_a_scene_inside_it(text):
     _passes(text)
+
+
+def test_a_class_word_yaml_reads_as_a_boolean_is_refused_at_load():
+    """A bare ``off`` or ``on`` in a YAML list is a boolean, not a word: the rules say which class."""
+    import yaml
+    from cute_animal_kids.pack_data import PackDataError
+    from cute_animal_kids.text_context import ContextRules
+    from cute_animal_kids.text_normalizer import get_normalizer
+
+    data = yaml.safe_load("classes: {off_word: {en: [off]}}\nrules: []")
+    with pytest.raises(PackDataError, match=r"classes\.off_word\.en"):
+        ContextRules(data, ["sexual"], get_normalizer())
+
+
+@pytest.mark.parametrize(("text", "category"), [
+    ("a girl takes her clothes off", "sexual"),  # needs the quoted "off"
+    ("a bear pushing the bunny on the ground and kicking it", None),
+    ("dad hitting mom while the kids hide", "violence_gore"),
+    ("大家都在笑他", "bullying"),
+    ("我同桌就是一头猪", "bullying"),
+    ("在自己手腕上割了一道", "self_harm"),
+])
+def test_scenes_of_round_five_are_refused(text, category):
+    _refused(text, category)
+
+
+@pytest.mark.parametrize("text", ["dad hits mom with a pillow", "大家都在逗他笑", "自己在手上画画", "🔫💦🐻☀️",
+                                  "画植物大战僵尸里的豌豆射手", "一辆吊车吊起木头", "可爱的万圣节南瓜，不要血，不要骷髅"])
+def test_innocent_contexts_of_round_five_pass(text):
+    _passes(text)
