@@ -660,3 +660,18 @@ def test_scenes_of_round_five_are_refused(text, category):
                                   "画植物大战僵尸里的豌豆射手", "一辆吊车吊起木头", "可爱的万圣节南瓜，不要血，不要骷髅"])
 def test_innocent_contexts_of_round_five_pass(text):
     _passes(text)
+
+
+@pytest.mark.parametrize("text", ["several bunnies playing", "an extremely cute kitten", "a bunny collecting stones",
+                                  "the castle gates", "a ridiculous hat", "spices in the kitchen", "a bag of goodies",
+                                  "a revolving door", "a bunny using its inhaler", "a gale at sea", "a fox who rapped a song",
+                                  "a red-breasted robin", "a bike chain"])
+def test_frequent_english_words_that_meet_a_term_pass(text):
+    """Words of the wordfreq list whose stem or spelling meets a term (the allow data's single words)."""
+    _passes(text)
+
+
+@pytest.mark.parametrize("text", ["a severed paw", "a stoned bunny", "a revolver", "sniffing inhalants", "go die",
+                                  "the bunny got raped", "a fox chain smoking"])
+def test_the_terms_they_meet_still_refuse(text):
+    _refused(text)
