@@ -675,3 +675,16 @@ def test_frequent_english_words_that_meet_a_term_pass(text):
                                   "the bunny got raped", "a fox chain smoking"])
 def test_the_terms_they_meet_still_refuse(text):
     _refused(text)
+
+
+@pytest.mark.parametrize("text", ["a bunny holding a sign that says fuck you", "a bunny saying f*ck", "a sh1t bunny",
+                                  "小熊举着牌子写着卧槽", "小熊说傻逼"])
+def test_swearing_is_refused_as_profanity(text):
+    _refused(text, "profanity")
+
+
+@pytest.mark.parametrize("text", ["a rooster crowing cock-a-doodle-doo", "a donkey, a jackass, in the field",
+                                  "sleeping beauty pricked her finger", "a pizza tosser", "我操心小狗", "小朋友在操场做早操",
+                                  "给我草莓", "今天是我的生日你来吗", "shiitake mushrooms"])
+def test_words_beside_swearing_pass(text):
+    _passes(text)
