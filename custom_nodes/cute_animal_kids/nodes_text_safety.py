@@ -22,7 +22,8 @@ class KidsTextSafety(io.ComfyNode):
             category="Cute Animal Kids/Safety",
             description=(
                 "Checks a prompt (English or Chinese, including disguised spellings) for sexual, "
-                "violent, scary, weapon, drug/alcohol/tobacco, self-harm and hateful content. Safe "
+                "violent, scary, weapon, drug/alcohol/tobacco, self-harm, hateful, bullying and "
+                "swearing content. Safe "
                 "text passes through; otherwise the prompt stops with UnsafePromptError naming the "
                 "category, never the words."
             ),

@@ -1,5 +1,5 @@
-"""Kids text safety: reject prompts that ask for sexual, violent, scary, weapon, drug, self-harm or
-hateful content, in English or Chinese, including obfuscated spellings.
+"""Kids text safety: reject prompts that ask for sexual, violent, scary, weapon, drug, self-harm,
+hateful, bullying or swearing content, in English or Chinese, including obfuscated spellings.
 
 The supervisor calls :func:`check_text` before a job is queued and the ``KidsTextSafety`` node calls
 it inside a workflow; so this module must not import ComfyUI.
