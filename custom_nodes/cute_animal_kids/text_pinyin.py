@@ -55,11 +55,11 @@ def common_homophones(terms: Iterable[str], ratio: float) -> frozenset[str]:
     "auntie" is six times as common as 大麻, yet "抽dama" is cannabis).
     """
     lexicon = set(terms)
-    readings: dict[str, str] = {}  # reading -> the lexicon term it belongs to
+    readings: dict[str, set[str]] = {}  # reading -> the lexicon terms that have it (傻逼, 煞笔, 沙比)
     for term in lexicon:
         if len(term) == 2:
             for key in pinyin_keys(term):
-                readings.setdefault(key.replace(" ", "").replace("v", "u"), term)
+                readings.setdefault(key.replace(" ", "").replace("v", "u"), set()).add(term)
     counts: dict[str, int] = {}
     rivals: dict[str, int] = {}  # reading -> count of its most frequent non-lexicon word
     cache: dict[str, str] = {}
@@ -73,6 +73,9 @@ def common_homophones(terms: Iterable[str], ratio: float) -> frozenset[str]:
                 counts[word] = count
             elif (reading := _char_reading(word[0], cache) + _char_reading(word[1], cache)) in readings:
                 rivals[reading] = max(rivals.get(reading, 0), count)
-    common = {reading for reading, count in rivals.items() if count > ratio * counts.get(readings[reading], 0)}
+    # Against the most frequent lexicon term of that reading: the answer must not depend on which of
+    # them a set happens to yield first (it did, per interpreter run, before).
+    common = {reading for reading, count in rivals.items()
+              if count > ratio * max(counts.get(term, 0) for term in readings[reading])}
     return frozenset(key.replace(" ", "") for term in lexicon if len(term) == 2 for key in pinyin_keys(term)
                      if key.replace(" ", "").replace("v", "u") in common)

@@ -688,3 +688,19 @@ def test_swearing_is_refused_as_profanity(text):
                                   "给我草莓", "今天是我的生日你来吗", "shiitake mushrooms"])
 def test_words_beside_swearing_pass(text):
     _passes(text)
+
+
+def test_terms_sharing_a_reading_give_the_same_homophone_answer_in_every_run():
+    """傻逼, 煞笔 and 沙比 read "shabi": whether the reading is matched must not depend on which of
+    them a set yields first, i.e. on the interpreter's hash seed."""
+    import os
+
+    import cute_animal_kids
+
+    pack_parent = str(Path(cute_animal_kids.__file__).resolve().parents[1])  # this checkout's pack
+    code = ("from cute_animal_kids.text_pinyin import common_homophones;"
+            "print(sorted(common_homophones(['傻逼', '煞笔', '沙比', '自杀', '笑气'], 10)))")
+    answers = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": str(seed), "PYTHONPATH": pack_parent}).stdout
+               for seed in range(8)}
+    assert len(answers) == 1, answers
