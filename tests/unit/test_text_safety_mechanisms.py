@@ -704,3 +704,22 @@ def test_terms_sharing_a_reading_give_the_same_homophone_answer_in_every_run():
                               env={**os.environ, "PYTHONHASHSEED": str(seed), "PYTHONPATH": pack_parent}).stdout
                for seed in range(8)}
     assert len(answers) == 1, answers
+
+
+@pytest.mark.parametrize(("text", "category"), [
+    ("a bear with a sign saying 'Tom is fat and ugly'", "bullying"),
+    ("小熊用绳子打了个结，套在自己脖子上", "self_harm"),
+    ("小猫嘴里叼着一根烟", "drugs_alcohol_tobacco"),
+    ("小猫嘴里叼着一根火因", "drugs_alcohol_tobacco"),  # 火因 recomposed to 烟
+    ("画我同桌的丑照", "bullying"),
+])
+def test_scenes_of_round_six_are_refused(text, category):
+    _refused(text, category)
+
+
+@pytest.mark.parametrize("text", ["a ginger cat named Whiskey napping", "a dog named Pistol playing fetch",
+                                  "a kitten totally killing it on a skateboard", "a gingerbread man with a bite taken out of his head",
+                                  "奶奶说：想死你了！", "小熊点了一根仙女棒", "给小狗脖子上套个绳子牵着散步",
+                                  "a sign saying the cake is not stupid"])
+def test_innocent_contexts_of_round_six_pass(text):
+    _passes(text)
