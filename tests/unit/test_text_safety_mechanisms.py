@@ -569,7 +569,8 @@ def test_scenes_of_round_three_are_refused(text, category):
 
 
 @pytest.mark.parametrize("text", ["小熊贫血了，医生说要补血", "白血病的小朋友很勇敢", "单枪匹马的小狐狸", "一针见血", "如醉如痴地听音乐",
-                                  "小猫冷得瑟瑟发抖", "出人头地的小鸟", "印度支那的大象", "小熊的本子"])
+                                  "小猫冷得瑟瑟发抖", "出人头地的小鸟", "印度支那的大象", "小熊的本子",
+                                  "画一张蓝色图画", "黄色图书馆里的小熊", "开心水果派对", "小熊拿着微笑气球"])
 def test_everyday_words_holding_an_unsafe_character_pass(text):
     """Dictionary words with 血/枪/醉/酒 as one character (jieba's word list, read and labelled once)."""
     _passes(text)
