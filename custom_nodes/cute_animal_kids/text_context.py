@@ -108,7 +108,9 @@ class ContextRules:
         """Per language: words that start a new event ("and then"); an innocent context does not
         reach across them ("shoot hoops and then shoot the puppy")."""
         for lang, words in dict(data.get("clause_breaks") or {}).items():
-            folded = self._folded_words(require_string_list(words, _FILE, f"clause_breaks.{lang}"))
+            words = require_string_list(words, _FILE, f"clause_breaks.{lang}")
+            # Longest first, so "and then" wins over "then".
+            folded = sorted({normalizer.fold_term(w) for w in words}, key=len, reverse=True)
             alternatives = "|".join(re.escape(w) for w in folded)
             self._breaks[lang] = re.compile(rf"(?<![a-z])(?:{alternatives})(?![a-z])" if lang == "en" else alternatives)
         self._rules: list[tuple[str, str, str, str, tuple[frozenset[int], ...], str | None]] = []
@@ -354,9 +356,6 @@ class ContextRules:
             if (after := breaks.search(text, match.end(), high)) is not None:
                 high = after.start()
         return low, high
-
-    def _folded_words(self, words: Sequence[str]) -> list[str]:
-        return sorted({self._normalizer.fold_term(str(w)) for w in words}, key=len, reverse=True)
 
     def english_words(self) -> frozenset[str]:
         """Every single English word of the classes, folded (what an obfuscated word may stand for)."""
