@@ -37,6 +37,7 @@ NOT_COUNTED = frozenset(NOT_COUNTED_REASONS)  # with not_started: a prefetched p
 LOST_REASONS = frozenset({"crash", "unresponsive", "hang", "ServerGone", "ServerUnreachable", "RunTimeout",
                           "host_lost"})
 FAULT_KINDS = ("sigkill", "sigstop", "supervisor_kill", "hang", "leak")
+GRACEFUL_REASONS = frozenset({"leak"})  # restarts that wait for the running job to end
 # Two-host mode only (--hosts 2): a whole host SIGKILLed (supervisor and ComfyUI, then started again),
 # a whole host SIGSTOPped past its lease (then SIGCONT). Its jobs go to the other host as host_lost.
 HOST_FAULT_KINDS = ("host_kill", "host_stop")
@@ -238,21 +239,40 @@ def match_restarts(state: RunState, faults: list[Fault]) -> list[tuple[float, in
     """Give each instance fault the restart the supervisor made for it; returns the unclaimed ones."""
     events = restart_events(state.samples)
     used: set[int] = set()
-    for fault in sorted(faults, key=lambda f: f.at):
-        if fault.instance is None:
-            continue
-        for number, (seen, epoch, name, reason) in enumerate(events):
-            # A restart is counted once the old process is stopped: at or after the fault, within
-            # the grace time plus the sampling interval before it for node faults (their time is
-            # when the job store closed the attempt, which may come a moment later).
-            if (number not in used and name == fault.instance and epoch == fault.epoch
-                    and seen >= fault.at - 2.0):
-                used.add(number)
-                fault.seen = reason
-                break
+    # A restart is counted once the old process is stopped: at or after the fault, within the
+    # grace time plus the sampling interval before it for node faults (their time is when the
+    # job store closed the attempt, which may come a moment later). Restarts of the faults' own
+    # reasons are given first: two seen in one sample have no order.
+    ordered = sorted((f for f in faults if f.instance is not None), key=lambda f: f.at)
+    for own_reason_only in (True, False):
+        for fault in ordered:
+            if fault.seen is not None:
+                continue
+            for number, (seen, epoch, name, reason) in enumerate(events):
+                if (number not in used and name == fault.instance and epoch == fault.epoch
+                        and seen >= fault.at - 2.0 and (reason == fault.expected or not own_reason_only)):
+                    used.add(number)
+                    fault.seen = reason
+                    break
+    for fault in ordered:
         if fault.recovered_at is None:
             fault.recovered_at = recovered_at(state.samples, fault.instance, fault.at, fault.pid)
     return [event for number, event in enumerate(events) if number not in used]
+
+
+def preempted(fault: Fault, faults: list[Fault], kills: list[Fault]) -> str | None:
+    """What made the restart ``fault`` expected unnecessary, when it got none."""
+    if fault.expected is None or fault.seen is not None:
+        return None
+    if any(k.epoch == fault.epoch and k.at > fault.at for k in kills):
+        return "the supervisor kill"
+    if fault.expected in GRACEFUL_REASONS and any(
+            other.instance == fault.instance and other.epoch == fault.epoch and other.pid == fault.pid
+            and other.at > fault.at and other.seen is not None for other in faults):
+        # A leak restarts after the running job; a prefetched job already running there hung,
+        # and that hard restart of the same process ended the leak with it.
+        return "a later fault of the same process"
+    return None
 
 
 def explained(attempt: dict[str, Any], injected: list[Fault]) -> bool:
@@ -333,7 +353,8 @@ def reconcile(state: RunState, plan: list[Spec], max_attempts: int, leftovers: i
       with ``max_attempts`` counted attempts, each ``hang`` (or an injected fault on its instance);
       ``supervisor_restart`` attempts never count;
     - faults: each injected fault got a restart with its own reason (``crash``, ``unresponsive``,
-      ``hang``, ``leak``) on that instance, and the instance served again with a new process
+      ``hang``, ``leak``) on that instance, unless a supervisor kill, or for a leak a later fault
+      of the same process, made it unnecessary; the instance served again with a new process
       (the supervisor: both instances); no ComfyUI of the run is left after the stop.
     """
     violations: list[str] = []
@@ -343,9 +364,9 @@ def reconcile(state: RunState, plan: list[Spec], max_attempts: int, leftovers: i
     spare_restarts = match_restarts(state, faults)
     kills = [f for f in state.faults if f.kind in SUPERVISOR_FAULTS]
     for fault in faults:
-        if fault.expected is not None and fault.seen is None and any(
-                k.epoch == fault.epoch and k.at > fault.at for k in kills):
-            fault.note += " (its restart was pre-empted by the supervisor kill)"
+        why = preempted(fault, faults, kills)
+        if why:
+            fault.note += f" (its restart was pre-empted by {why})"
             fault.expected = None
         if fault.recovered_at is None:
             violations.append(f"fault {fault.kind} on {fault.instance or 'supervisor'} at "

@@ -134,3 +134,27 @@ def test_plain_job_outcomes():
     keyed = _outcome("keyed", "succeeded", [_attempt("succeeded")], replay=(202, "other", True))
     keyed.spec.key = "k"
     assert chaos.expected_outcome(keyed, [], 3)[0]
+
+
+def _leak_then_hang(events_in_one_sample: dict[str, int]) -> tuple[chaos.RunState, list[chaos.Fault]]:
+    """A leak job ends on 'a' (pid 10) and a prefetched hang job already running there hangs."""
+    samples = [chaos.Sample(1.0, 0, {"a": ("ready", 10, {})}),
+               chaos.Sample(30.0, 0, {"a": ("ready", 11, events_in_one_sample)})]
+    state = chaos.RunState(args=None, settings={}, base=None, started=0.0, samples=samples)
+    leak = chaos.Fault("leak", "a", 10, 12.0, expected="leak")
+    hang = chaos.Fault("hang", "a", 10, 25.0, expected="hang")
+    chaos.match_restarts(state, [leak, hang])
+    return state, [leak, hang]
+
+
+def test_two_restarts_in_one_sample_go_to_the_faults_of_their_own_reasons():
+    _, (leak, hang) = _leak_then_hang({"hang": 1, "leak": 1})
+    assert (leak.seen, hang.seen) == ("leak", "hang")
+
+
+def test_a_leak_restart_pre_empted_by_a_later_hard_fault_of_the_same_process_is_no_violation():
+    state, faults = _leak_then_hang({"hang": 1})
+    assert [f.seen for f in faults] == [None, "hang"]
+    assert chaos.preempted(faults[0], faults, []) and not chaos.preempted(faults[1], faults, [])
+    other_process = chaos.Fault("hang", "a", 11, 25.0, expected="hang", seen="hang")
+    assert not chaos.preempted(faults[0], [faults[0], other_process], [])
