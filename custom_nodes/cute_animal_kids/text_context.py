@@ -46,6 +46,22 @@ _EN_SUFFIXES = frozenset(["", "s", "es", "ed", "d", "ing", "er", "ers", "ies", "
                           *(c + tail for c in "bdgklmnprt" for tail in ("ed", "ing"))])
 """Every string ``_EN_SUFFIX`` matches whole (a unit test enumerates them)."""
 _EN_SUFFIX_LENGTHS = sorted({len(x) for x in _EN_SUFFIXES})
+
+
+def suffix_fits(base: str, suffix: str) -> bool:
+    """Whether ``base + suffix`` is a regular form: "-d" only after an e (bake-d; boar-d is "board"),
+    a doubled consonant only after that consonant (stab-bed; "stabked" is no form of stab)."""
+    if suffix == "d":
+        return base.endswith("e")
+    if len(suffix) > 2 and suffix[0] in "bdgklmnprt" and suffix[1:] in ("ed", "ing"):
+        return base.endswith(suffix[0])
+    return True
+
+
+def _suffix_after(word: str) -> str:
+    """``_EN_SUFFIX`` narrowed to the forms :func:`suffix_fits` allows after ``word``."""
+    fitting = sorted((x for x in _EN_SUFFIXES if x and suffix_fits(word, x)), key=len, reverse=True)
+    return "(?:" + "|".join(fitting) + ")?"
 _LETTERS = re.compile(r"[a-z]+")
 _EN_SEP = r"[^a-z,;:.!?]+"
 """What lies between two words of one English scene: no clause or list boundary, so the parts of a
@@ -69,7 +85,7 @@ def inflects(word: str, vocabulary: frozenset[str]) -> bool:
         return True
     for length in _EN_SUFFIX_LENGTHS:
         if length and len(word) > length and word[-length:] in _EN_SUFFIXES:
-            if word[:-length] in vocabulary:
+            if word[:-length] in vocabulary and suffix_fits(word[:-length], word[-length:]):
                 return True
     return False
 
@@ -222,8 +238,8 @@ class ContextRules:
             # The first word of a phrase inflects too: "stomp on" reads "stomping on", "beat up" "beats up".
             # ``unless`` phrases list their forms (hang from, hanging from, but not "hanged from").
             return "(?:" + "|".join(
-                r"[^a-z]+".join(re.escape(x) + (_EN_SUFFIX if inflect_first and i == 0 and " " in w else "")
-                                for i, x in enumerate(w.split())) for w in folded) + ")" + _EN_SUFFIX
+                r"[^a-z]+".join(re.escape(x) + (_suffix_after(x) if inflect_first and i == 0 and " " in w else "")
+                                for i, x in enumerate(w.split())) + _suffix_after(w) for w in folded) + ")"
         return "(?:" + "|".join(re.escape(w.replace(" ", "")) for w in folded) + ")"
 
     def hits(self, views: NormalizedText, recomposed: View | None = None,

@@ -155,6 +155,7 @@ class TextNormalizer:
         self._homoglyphs = _parse_homoglyphs(homoglyphs, file)
         self._emoji_words = _parse_emoji_words(data.get("emoji_words", {}), file)
         self._t2s = opencc.OpenCC("t2s")
+        self._zh_variants = _parse_zh_variants(data.get("zh_variants") or {}, file)
         self._fold_cache: dict[str, str] = {}
         self._fold_table: dict[int, str] = {}
         """``str.translate`` table of the cached characters that do not fold to themselves."""
@@ -208,7 +209,7 @@ class TextNormalizer:
         folded = unicodedata.normalize("NFKC", kept.casefold())
         folded = "".join(look_alike.get(c, c) for c in folded)
         if not folded.isascii():
-            folded = self._t2s.convert(folded)
+            folded = "".join(self._zh_variants.get(c, c) for c in self._t2s.convert(folded))
         self._remember(ch, folded)
         return folded
 
@@ -514,6 +515,18 @@ def _parse_homoglyphs(homoglyphs: Mapping[str, Any], file: str) -> dict[str, str
             raise PackDataError(f"{file}: {path}: must be lowercase ASCII letters")
         mapping[ch] = value
     return mapping
+
+
+def _parse_zh_variants(mapping: Any, file: str) -> dict[str, str]:
+    """``variant -> standard character`` for Chinese variants that OpenCC's t2s keeps (砲 for 炮)."""
+    mapping = require_mapping(mapping, file, "zh_variants", non_empty=False)
+    variants = {}
+    for ch, standard in mapping.items():
+        path = child_path("zh_variants", ch)
+        require_char(ch, file, path)
+        require_char(standard, file, path)
+        variants[ch] = standard
+    return variants
 
 
 def _parse_emoji_words(mapping: Any, file: str) -> dict[str, str]:

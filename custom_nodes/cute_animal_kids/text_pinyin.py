@@ -15,7 +15,7 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
-from pypinyin import Style, lazy_pinyin
+from pypinyin import Style, lazy_pinyin, pinyin
 from pypinyin.pinyin_dict import pinyin_dict
 
 _MIN_LETTERS = 4
@@ -79,3 +79,37 @@ def common_homophones(terms: Iterable[str], ratio: float) -> frozenset[str]:
               if count > ratio * max(counts.get(term, 0) for term in readings[reading])}
     return frozenset(key.replace(" ", "") for term in lexicon if len(term) == 2 for key in pinyin_keys(term)
                      if key.replace(" ", "").replace("v", "u") in common)
+
+
+_TONE_MARKS = {"\u0304": 1, "\u0301": 2, "\u030c": 3, "\u0300": 4}
+"""Combining marks of pinyin tones (after NFD): ā á ǎ à."""
+
+
+def term_tones(term: str) -> tuple[frozenset[int], ...]:
+    """Per character of a Chinese term, the tones any of its readings has (5: neutral)."""
+    return tuple(frozenset(int(r[-1]) if r[-1].isdigit() else 5 for r in readings)
+                 for readings in pinyin(term, style=Style.TONE3, heteronym=True, neutral_tone_with_five=True))
+
+
+def written_tones(word: str) -> list[int]:
+    """The tones written in one Latin word, in order: marks ("zài") or a final digit ("zai4")."""
+    tones = [_TONE_MARKS[c] for c in unicodedata.normalize("NFD", word) if c in _TONE_MARKS]
+    if not tones and word[-1:] in "12345" and word[-1:]:
+        tones = [int(word[-1])]
+    return tones
+
+
+def tones_contradict(words: list[str], options: tuple[frozenset[int], ...]) -> bool:
+    """Whether tones written in ``words`` (a run that spells a term's reading) rule the term out.
+
+    "xiǎo māo zài shā fā" spells "zaisha" (宰杀 zǎi shā), but its writer marked zài: another word.
+    Only tones that can be lined up with the term's syllables count (one word per syllable, or one
+    mark per syllable); unmarked pinyin still reads as the term.
+    """
+    if len(words) == len(options):
+        marked = [(tones[0], allowed) for word, allowed in zip(words, options)
+                  if len(tones := written_tones(word)) == 1]
+    else:
+        tones = [tone for word in words for tone in written_tones(word)]
+        marked = list(zip(tones, options)) if len(tones) == len(options) else []
+    return any(tone not in allowed for tone, allowed in marked)

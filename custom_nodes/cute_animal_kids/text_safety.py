@@ -40,7 +40,7 @@ from .text_context import ContextRules, inflects
 from .text_leet import LeetReader
 from .text_morphology import Stemmer
 from .text_normalizer import DATA_FILE, NormalizedText, TextNormalizer, View, get_normalizer
-from .text_pinyin import common_homophones, pinyin_keys
+from .text_pinyin import common_homophones, pinyin_keys, term_tones, tones_contradict
 from .text_split_chars import SplitCharacters
 from .text_strict import StrictVocabulary
 from .text_term_index import CjkTermIndex, LatinTermIndex
@@ -147,6 +147,8 @@ class TextSafetyChecker:
             float(pinyin_data.get("common_homophone_ratio", 10)))
         self._pinyin: dict[str, int] = {}
         """Tone-less reading ("zisha") -> rule of the Chinese term."""
+        self._pinyin_tones: dict[str, list[tuple[frozenset[int], ...]]] = {}
+        """Tone-less reading -> the tones of every term that reads so (a written tone must fit one)."""
         rules: list[_Rule] = []
         branches: dict[str, list[tuple[int, int, re.Pattern[str]]]] = {language: [] for language in LANGUAGES}
         for name, entry in categories.items():
@@ -169,8 +171,10 @@ class TextSafetyChecker:
                     if language == "zh":
                         # Pinyin of a multi-syllable Chinese term is one more English alternative
                         # of the same rule: "zisha", "zi sha", "zi-sha" all read 自杀.
-                        for key in pinyin_keys(self._normalizer.fold_term(term), self._pinyin_ignore):
+                        folded = self._normalizer.fold_term(term)
+                        for key in pinyin_keys(folded, self._pinyin_ignore):
                             self._pinyin.setdefault(key.replace(" ", ""), len(rules) - 1)
+                            self._pinyin_tones.setdefault(key.replace(" ", ""), []).append(term_tones(folded))
         self._rules = tuple(rules)
         self._pinyin_prefixes = frozenset(key[:end] for key in self._pinyin for end in range(1, len(key) + 1))
         self._stemmer = Stemmer(
@@ -260,7 +264,7 @@ class TextSafetyChecker:
             if rules:
                 hits.extend(self._scan(view, rules, allowed, "en"))
             hits.extend(self._stem_hits(view, allowed))
-        hits.extend(self._pinyin_hits(views.base))
+        hits.extend(self._pinyin_hits(views.base, text))
         recomposed = None
         if views.joined is not None:
             recomposed = self._split.recompose(views.joined)
@@ -339,14 +343,15 @@ class TextSafetyChecker:
         return [_Hit(rule, view.origin[start], view.origin[end - 1] + 1) for rule, start, end in found
                 if not any(a <= start and end <= b for a, b in allowed)]
 
-    def _pinyin_hits(self, view: View) -> list[_Hit]:
-        """Runs of 1-4 Latin words that spell a Chinese term's reading ("zisha", "zi sha", "zi4 sha1")."""
+    def _pinyin_hits(self, view: View, text: str) -> list[_Hit]:
+        """Runs of 1-4 Latin words that spell a Chinese term's reading ("zisha", "zi sha", "zi4 sha1"),
+        unless the tones written in ``text`` fit none of the terms of that reading."""
         prefixes = self._pinyin_prefixes
         words = _PINYIN_WORD.findall(view.text)
         # A reading starts with a whole word: when no word begins one, there is no hit.
         if prefixes.isdisjoint(words):
             return []
-        runs: list[tuple[int, int, int]] = []  # (first word, last word, rule)
+        runs: list[tuple[int, int, int, str]] = []  # (first word, last word, rule, reading)
         for i in range(len(words)):
             key = ""
             for j in range(i, min(i + _MAX_PINYIN_WORDS, len(words))):
@@ -355,12 +360,15 @@ class TextSafetyChecker:
                     break  # no reading starts with this run of words, nor with a longer one
                 rule = self._pinyin.get(key)
                 if rule is not None:
-                    runs.append((i, j, rule))
+                    runs.append((i, j, rule, key))
                     break
         if not runs:
             return []
-        spans = [m.span() for m in _PINYIN_WORD.finditer(view.text)]
-        return [_Hit(rule, view.origin[spans[i][0]], view.origin[spans[j][1] - 1] + 1) for i, j, rule in runs]
+        spans = [(view.origin[start], view.origin[end - 1] + 1) for start, end in
+                 (m.span() for m in _PINYIN_WORD.finditer(view.text))]
+        return [_Hit(rule, spans[i][0], spans[j][1]) for i, j, rule, key in runs
+                if not all(tones_contradict([text[a:b] for a, b in spans[i:j + 1]], tones)
+                           for tones in self._pinyin_tones[key])]
 
     def _strict_check(self, views: Any, text: str) -> TextSafetyDecision:
         if self._strict is None:

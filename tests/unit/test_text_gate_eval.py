@@ -15,30 +15,16 @@ import yaml
 from cute_animal_kids.text_safety import check_text
 
 EVAL_FILE = Path(__file__).resolve().parents[1] / "data" / "text_gate_eval.yaml"
-DEV_EXTRA_FILE = EVAL_FILE.with_name("text_gate_eval_dev_extra.yaml")
-"""Dev-only variants written after the split (see its header): dev figures include them."""
-BLIND_FILE = EVAL_FILE.with_name("text_gate_eval_blind.yaml")
-"""Prompts written later by testers who never saw the gate, with halves of their own (see its header)."""
-BLIND2_FILE = EVAL_FILE.with_name("text_gate_eval_blind2.yaml")
-"""A second blind round, weighted to the hard families (see its header)."""
-BLIND3_FILE = EVAL_FILE.with_name("text_gate_eval_blind3.yaml")
-"""A third blind round, all test: a measurement of the gate on prompts nobody read."""
-BLIND4_FILE = EVAL_FILE.with_name("text_gate_eval_blind4.yaml")
-"""A fourth blind round with halves of its own, weighted to scenes (see its header)."""
-BLIND5_FILE = EVAL_FILE.with_name("text_gate_eval_blind5.yaml")
-"""A fifth blind round with halves of its own, a mix of every family (see its header)."""
-BLIND6_FILE = EVAL_FILE.with_name("text_gate_eval_blind6.yaml")
-"""A sixth blind round with halves of its own, weighted to hard innocent prompts (see its header)."""
-BLIND7_FILE = EVAL_FILE.with_name("text_gate_eval_blind7.yaml")
-"""A seventh blind round, all test: a measurement of the gate at the end of its sixth round."""
+EVAL_FILES = sorted(EVAL_FILE.parent.glob("text_gate_eval*.yaml"))
+"""The first set, its dev-only extras and the blind rounds written later by testers who never saw
+the gate (each file's header tells how it was written, measured and split)."""
 MIN_UNSAFE_REFUSED = 0.99
 MAX_SAFE_REFUSED = 0.01
 
 
 def figures(split: str) -> dict[str, object]:
     """Refusal rates of one half, overall and per family / category (counts only, no texts)."""
-    entries = [e for file in (EVAL_FILE, DEV_EXTRA_FILE, BLIND_FILE, BLIND2_FILE, BLIND3_FILE, BLIND4_FILE, BLIND5_FILE, BLIND6_FILE, BLIND7_FILE)
-               for e in yaml.safe_load(file.read_text(encoding="utf-8")) if e["split"] == split]
+    entries = [e for file in EVAL_FILES for e in yaml.safe_load(file.read_text(encoding="utf-8")) if e["split"] == split]
     totals: Counter[str] = Counter()
     refused: Counter[str] = Counter()
     for entry in entries:
@@ -65,6 +51,7 @@ def halves() -> dict[str, dict[str, object]]:
 
 
 def test_both_halves_are_reported(halves) -> None:
+    assert len(EVAL_FILES) >= 10, EVAL_FILES  # the first set, its extras and eight blind rounds
     for split, result in halves.items():
         print(_report(split, result))
         assert result["totals"]["unsafe"] > 100 and result["totals"]["safe"] > 100
