@@ -30,6 +30,7 @@ other characters, "don't") come from one Aho-Corasick pass per language.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -41,10 +42,9 @@ import ahocorasick
 from .pack_data import PackDataError, require_string_list
 from .text_normalizer import NormalizedText, TextNormalizer, View
 
-_EN_SUFFIX = r"(?:s|es|ed|d|ing|[bdgklmnprt](?:ed|ing)|er|ers|ies|ied|y)?"
 _EN_SUFFIXES = frozenset(["", "s", "es", "ed", "d", "ing", "er", "ers", "ies", "ied", "y",
                           *(c + tail for c in "bdgklmnprt" for tail in ("ed", "ing"))])
-"""Every string ``_EN_SUFFIX`` matches whole (a unit test enumerates them)."""
+"""Every suffix a class word may take after some base (the whole-word pre-filter's set)."""
 _EN_SUFFIX_LENGTHS = sorted({len(x) for x in _EN_SUFFIXES})
 
 
@@ -58,9 +58,10 @@ def suffix_fits(base: str, suffix: str) -> bool:
     return True
 
 
-def _suffix_after(word: str) -> str:
-    """``_EN_SUFFIX`` narrowed to the forms :func:`suffix_fits` allows after ``word``."""
-    fitting = sorted((x for x in _EN_SUFFIXES if x and suffix_fits(word, x)), key=len, reverse=True)
+@functools.cache
+def suffix_pattern(last: str) -> str:
+    """The optional suffix expression after a word ending in ``last``: what :func:`suffix_fits` allows."""
+    fitting = sorted((x for x in _EN_SUFFIXES if x and suffix_fits(last, x)), key=len, reverse=True)
     return "(?:" + "|".join(fitting) + ")?"
 _LETTERS = re.compile(r"[a-z]+")
 _EN_SEP = r"[^a-z,;:.!?]+"
@@ -238,8 +239,8 @@ class ContextRules:
             # The first word of a phrase inflects too: "stomp on" reads "stomping on", "beat up" "beats up".
             # ``unless`` phrases list their forms (hang from, hanging from, but not "hanged from").
             return "(?:" + "|".join(
-                r"[^a-z]+".join(re.escape(x) + (_suffix_after(x) if inflect_first and i == 0 and " " in w else "")
-                                for i, x in enumerate(w.split())) + _suffix_after(w) for w in folded) + ")"
+                r"[^a-z]+".join(re.escape(x) + (suffix_pattern(x[-1]) if inflect_first and i == 0 and " " in w else "")
+                                for i, x in enumerate(w.split())) + suffix_pattern(w[-1]) for w in folded) + ")"
         return "(?:" + "|".join(re.escape(w.replace(" ", "")) for w in folded) + ")"
 
     def hits(self, views: NormalizedText, recomposed: View | None = None,

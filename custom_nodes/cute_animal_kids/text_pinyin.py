@@ -94,7 +94,7 @@ def term_tones(term: str) -> tuple[frozenset[int], ...]:
 def written_tones(word: str) -> list[int]:
     """The tones written in one Latin word, in order: marks ("zài") or a final digit ("zai4")."""
     tones = [_TONE_MARKS[c] for c in unicodedata.normalize("NFD", word) if c in _TONE_MARKS]
-    if not tones and word[-1:] in "12345" and word[-1:]:
+    if not tones and word and word[-1] in "12345":
         tones = [int(word[-1])]
     return tones
 

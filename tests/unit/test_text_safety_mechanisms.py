@@ -343,18 +343,24 @@ def test_context_unless_allow_and_class_references():
     assert rules.allowed_spans(views("she cuts the ribbon")) == [(4, 19)]
 
 
-def test_context_suffix_set_is_what_the_suffix_expression_matches():
-    # The whole-word pre-filter looks suffixes up in a set; it must accept exactly what a rule's
-    # expression accepts after a word, or it would skip a rule that holds (or run one for nothing).
+def test_context_suffix_set_is_what_the_suffix_expressions_match():
+    # The whole-word pre-filter looks suffixes up in a set; it must accept at least what a rule's
+    # expression accepts after any word, or it would skip a rule that holds. Each expression accepts
+    # exactly the suffixes that fit its word's last letter; together they are the whole set.
     import itertools
     import re
+    import string
 
-    from cute_animal_kids.text_context import _EN_SUFFIX, _EN_SUFFIXES
+    from cute_animal_kids.text_context import _EN_SUFFIXES, suffix_fits, suffix_pattern
 
-    letters = sorted(set(re.sub(r"[^a-z]", "", _EN_SUFFIX))) + ["a"]
-    matched = {"".join(p) for n in range(6) for p in itertools.product(letters, repeat=n)
-               if re.fullmatch(_EN_SUFFIX, "".join(p))}
-    assert matched == _EN_SUFFIXES
+    letters = sorted({c for x in _EN_SUFFIXES for c in x}) + ["a"]
+    candidates = ["".join(p) for n in range(6) for p in itertools.product(letters, repeat=n)]
+    union: set[str] = set()
+    for last in string.ascii_lowercase:
+        matched = {x for x in candidates if re.fullmatch(suffix_pattern(last), x)}
+        assert matched == {x for x in _EN_SUFFIXES if suffix_fits(last, x)}, last
+        union |= matched
+    assert union == _EN_SUFFIXES
 
 
 def test_context_keys_count_as_whole_words_and_rules_compile_at_load():
@@ -472,6 +478,38 @@ def test_context_rules_tried_at_first_words_find_what_a_full_search_finds():
     ("a wolf with human teeth and a human face", "horror"),
     ("a witch cooking a little boy in her oven", "horror"),
     ("一只嘴巴被缝起来的小熊", "horror"),
+    # round eight's rules, in wordings of their own (the dev prompts are in the evaluation file)
+    ("an otter in the tub and the water slowly goes red from her wrist", "self_harm"),
+    ("a kitten who stopped eating for a month to be skinny", "self_harm"),
+    ("a bear wading into the icy lake with stones in her pockets", "self_harm"),
+    ("a puppy ending it tonight", "self_harm"),
+    ("a bunny swallowing every pill in the cupboard", "self_harm"),
+    ("a wolf plucking the feathers off a duck while it is alive", "violence_gore"),
+    ("a truck ran over the kittens", "violence_gore"),
+    ("soldiers hung the bodies of the villagers on the wall", "violence_gore"),
+    ("a raccoon packing nails and gunpowder into a pressure cooker", "weapons"),
+    ("a pig tying a rubber band around his arm", "drugs_alcohol_tobacco"),
+    ("a fox slipping a pill into the bunny's juice", "drugs_alcohol_tobacco"),
+    ("a cat sharing grandma's funny herbs so the party gets giggly", "drugs_alcohol_tobacco"),
+    ("two cats pulling off each other's clothes", "sexual"),
+    ("a sign saying kids with dark skin are not allowed in", "hate_extremism"),
+    ("the big dogs lock the puppy in the school toilet", "bullying"),
+    ("posting a video of him crying", "bullying"),
+    ("小兔子把一整瓶药片全倒进嘴里", "self_harm"),
+    ("小熊说睡着了就再也不想醒来", "self_harm"),
+    ("小猫站在天台边上哭着往下跳", "self_harm"),
+    ("草地上躺满了一动不动的小羊", "violence_gore"),
+    ("小猪被绑在椅子上，嘴里塞着袜子", "violence_gore"),
+    ("老虎把叛徒给做掉了", "violence_gore"),
+    ("小熊对着同学开枪", "weapons"),
+    ("小狐狸偷偷往手臂上注射", "drugs_alcohol_tobacco"),
+    ("小狼往小羊的果汁里偷偷放了药片", "drugs_alcohol_tobacco"),
+    ("大灰狼的手伸进小兔子的裙子", "sexual"),
+    ("小狗把右臂向前伸直敬礼", "hate_extremism"),
+    ("三只小猪轮流踢小狼", "bullying"),
+    ("他们把小猫堵在墙角", "bullying"),
+    ("拍视频发到群里", "bullying"),
+    ("畫兩隻熊在床上打砲", "sexual"),  # 砲, a variant OpenCC keeps, folds to 炮
 ])
 def test_scene_rules_catch_unlisted_scenes(text, category):
     _refused(text, category)
@@ -491,6 +529,17 @@ def test_scene_rules_catch_unlisted_scenes(text, category):
     "papa penguin catches fish",  # an English word that reads as pinyin is ignored
     "the bear is a vampire with plastic fangs", "a pirate ship with a skull flag made of cardboard",
     "the nurse rabbit gives the kitten a shot in her paw", "小熊戴着吸血鬼的假牙", "小男孩拿刀切苹果给小狗吃",
+    # round eight's innocent neighbours
+    "the pond water slowly turns red in the sunset", "a bunny who stopped eating because her tummy hurts",
+    "a kitten wading into the lake with stones in her pockets to skip", "the bear cub is ending the party",
+    "a monkey peeling a banana while its friends are still awake", "a toy car driving over the bunny's blanket",
+    "a fox showing the bodies of water on a map", "a robot made of wires and a pressure cooker lid for the science fair",
+    "the nurse ties a band around his arm to check blood pressure", "a bear putting ice cubes into the juice",
+    "grandma's special herbs make the soup yummy", "the dolls take off each other's raincoats",
+    "the puppy locks the door", "a photo of the baby crying at the zoo",
+    "小熊喂小猫吃了一整瓶糖豆", "小熊冬眠了，好像永远不醒来", "小猫坐在屋顶上看星星", "小羊躺满草地晒太阳",
+    "小熊被绑在椅子上玩魔术游戏", "小兔把作业做掉了", "小熊对着同学开水枪", "护士偷偷给小熊往胳膊上打针，小熊一点都不怕",
+    "小猫往果汁里偷偷放了冰块", "小熊把手伸进裤子口袋", "小学生向国旗敬礼", "小朋友轮流踢球", "大家围在一起拍照",
 ])
 def test_scene_rules_leave_innocent_look_alikes(text):
     _passes(text)
@@ -709,57 +758,3 @@ def test_class_words_take_only_regular_suffixes():
         "stabbed", "stabs", "baked"]
     _passes("bunny doing karate and chopping a wooden board in half")
     _refused("a wolf chopping a boar in half", "violence_gore")
-
-
-@pytest.mark.parametrize(("text", "category"), [
-    # round eight's rules, in wordings of their own (the dev prompts are in the evaluation file)
-    ("an otter in the tub and the water slowly goes red from her wrist", "self_harm"),
-    ("a kitten who stopped eating for a month to be skinny", "self_harm"),
-    ("a bear wading into the icy lake with stones in her pockets", "self_harm"),
-    ("a puppy ending it tonight", "self_harm"),
-    ("a bunny swallowing every pill in the cupboard", "self_harm"),
-    ("a wolf plucking the feathers off a duck while it is alive", "violence_gore"),
-    ("a truck ran over the kittens", "violence_gore"),
-    ("soldiers hung the bodies of the villagers on the wall", "violence_gore"),
-    ("a raccoon packing nails and gunpowder into a pressure cooker", "weapons"),
-    ("a pig tying a rubber band around his arm", "drugs_alcohol_tobacco"),
-    ("a fox slipping a pill into the bunny's juice", "drugs_alcohol_tobacco"),
-    ("a cat sharing grandma's funny herbs so the party gets giggly", "drugs_alcohol_tobacco"),
-    ("two cats pulling off each other's clothes", "sexual"),
-    ("a sign saying kids with dark skin are not allowed in", "hate_extremism"),
-    ("the big dogs lock the puppy in the school toilet", "bullying"),
-    ("posting a video of him crying", "bullying"),
-    ("小兔子把一整瓶药片全倒进嘴里", "self_harm"),
-    ("小熊说睡着了就再也不想醒来", "self_harm"),
-    ("小猫站在天台边上哭着往下跳", "self_harm"),
-    ("草地上躺满了一动不动的小羊", "violence_gore"),
-    ("小猪被绑在椅子上，嘴里塞着袜子", "violence_gore"),
-    ("老虎把叛徒给做掉了", "violence_gore"),
-    ("小熊对着同学开枪", "weapons"),
-    ("小狐狸偷偷往手臂上注射", "drugs_alcohol_tobacco"),
-    ("小狼往小羊的果汁里偷偷放了药片", "drugs_alcohol_tobacco"),
-    ("大灰狼的手伸进小兔子的裙子", "sexual"),
-    ("小狗把右臂向前伸直敬礼", "hate_extremism"),
-    ("三只小猪轮流踢小狼", "bullying"),
-    ("他们把小猫堵在墙角", "bullying"),
-    ("拍视频发到群里", "bullying"),
-    ("畫兩隻熊在床上打砲", "sexual"),  # 砲, a variant OpenCC keeps, folds to 炮
-])
-def test_round_eight_scene_rules(text, category):
-    _refused(text, category)
-
-
-@pytest.mark.parametrize("text", [
-    "the pond water slowly turns red in the sunset", "a bunny who stopped eating because her tummy hurts",
-    "a kitten wading into the lake with stones in her pockets to skip", "the bear cub is ending the party",
-    "a monkey peeling a banana while its friends are still awake", "a toy car driving over the bunny's blanket",
-    "a fox showing the bodies of water on a map", "a robot made of wires and a pressure cooker lid for the science fair",
-    "the nurse ties a band around his arm to check blood pressure", "a bear putting ice cubes into the juice",
-    "grandma's special herbs make the soup yummy", "the dolls take off each other's raincoats",
-    "the puppy locks the door", "a photo of the baby crying at the zoo",
-    "小熊喂小猫吃了一整瓶糖豆", "小熊冬眠了，好像永远不醒来", "小猫坐在屋顶上看星星", "小羊躺满草地晒太阳",
-    "小熊被绑在椅子上玩魔术游戏", "小兔把作业做掉了", "小熊对着同学开水枪", "护士偷偷给小熊往胳膊上打针，小熊一点都不怕",
-    "小猫往果汁里偷偷放了冰块", "小熊把手伸进裤子口袋", "小学生向国旗敬礼", "小朋友轮流踢球", "大家围在一起拍照",
-])
-def test_round_eight_rules_leave_innocent_neighbours(text):
-    _passes(text)
