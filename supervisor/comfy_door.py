@@ -18,6 +18,7 @@ import hmac
 import io
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -69,6 +70,9 @@ SOURCE = "comfy_api"
 KIND = "graph"
 OUTPUTS_FILE = "outputs.json"
 MAX_PROMPT_ID = 100
+MAX_HISTORY_ITEMS = 100_000  # as history_limit's own bound
+MAX_HISTORY_OFFSET = 1_000_000_000
+ASCII_DIGITS = re.compile(r"[0-9]{1,30}")
 PASSED_THROUGH = ("/object_info", "/object_info/{node_class}", "/system_stats", "/embeddings", "/models",
                   "/models/{folder}", "/features")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -367,12 +371,15 @@ class ComfyDoor:
 
     async def post_queue(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
+        delete = _id_list(body)
+        if delete is None:
+            return _not_a_list()
         store = self.service.store
         targets: list[Job] = []
         if body.get("clear"):
             targets += await store.list_source(SOURCE, (QUEUED,), 10_000)
         dispatcher = self.service.dispatcher
-        for prompt_id in body.get("delete") or []:
+        for prompt_id in delete:
             job = await self._door_job(str(prompt_id))
             if job is not None and (job.state == QUEUED or dispatcher.waiting_in_comfy(job.id)):
                 targets.append(job)
@@ -405,8 +412,8 @@ class ComfyDoor:
     # ------------------------------------------------------------------ history and files
 
     async def get_history(self, request: web.Request) -> web.Response:
-        limit = _int_query(request, "max_items") or self.config.history_limit
-        offset = _int_query(request, "offset") or 0
+        limit = _int_query(request, "max_items", MAX_HISTORY_ITEMS) or self.config.history_limit
+        offset = _int_query(request, "offset", MAX_HISTORY_OFFSET) or 0
         jobs = await self.service.store.list_source(SOURCE, tuple(TERMINAL_STATES),
                                                     limit + offset + len(self.hidden.deleted))
         jobs = [job for job in jobs if not self._hidden(job)][offset:offset + limit]
@@ -426,10 +433,12 @@ class ComfyDoor:
         """ComfyUI's ``{clear: true}`` and ``{delete: [ids]}``: hidden from this door's history for
         good (also after a restart); the jobs stay in the store."""
         body = await _json_body(request)
+        delete = _id_list(body)
+        if delete is None:
+            return _not_a_list()
         if body.get("clear"):
             await self.hidden.clear()
-        delete = body.get("delete")
-        if isinstance(delete, list) and delete:
+        if delete:
             await self.hidden.delete([str(prompt_id) for prompt_id in delete])
         return web.Response(status=200)
 
@@ -626,6 +635,20 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _int_query(request: web.Request, name: str) -> int | None:
+def _id_list(body: dict[str, Any]) -> list[Any] | None:
+    """``delete`` as ComfyUI reads it: absent or null is none, a list is the ids, anything else None."""
+    delete = body.get("delete")
+    if delete is None:
+        return []
+    return delete if isinstance(delete, list) else None
+
+
+def _not_a_list() -> web.Response:
+    return _refused(comfy_error("invalid_request", "delete must be a list of prompt ids"))
+
+
+def _int_query(request: web.Request, name: str, maximum: int) -> int | None:
+    """A non-negative ASCII integer, held to ``maximum`` (a store cannot take an arbitrary one);
+    anything else is None, so the route's default applies, as ComfyUI does."""
     text = request.query.get(name, "")
-    return int(text) if text.isdigit() else None
+    return min(int(text), maximum) if ASCII_DIGITS.fullmatch(text) else None
