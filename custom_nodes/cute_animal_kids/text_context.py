@@ -42,7 +42,7 @@ import ahocorasick
 from .pack_data import PackDataError, require_string_list
 from .text_normalizer import NormalizedText, TextNormalizer, View
 
-_EN_SUFFIXES = frozenset(["", "s", "es", "ed", "d", "ing", "er", "ers", "ies", "ied", "y",
+_EN_SUFFIXES = frozenset(["", "s", "es", "ed", "d", "ing", "er", "ers", "ies", "ied",
                           *(c + tail for c in "bdgklmnprt" for tail in ("ed", "ing"))])
 """Every suffix a class word may take after some base (the whole-word pre-filter's set)."""
 _EN_SUFFIX_LENGTHS = sorted({len(x) for x in _EN_SUFFIXES})
