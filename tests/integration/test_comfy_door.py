@@ -222,7 +222,7 @@ def test_the_same_graph_twice_gets_an_image_each_time(pool: SupervisorProcess) -
         status, answer = door_call(pool, "POST", "/prompt", {"prompt": graph})
         assert status == 200, answer
         prompt_id = answer["prompt_id"]
-        entry = wait_until(lambda: door_call(pool, "GET", f"/history/{prompt_id}")[1].get(prompt_id),
+        entry = wait_until(lambda pid=prompt_id: door_call(pool, "GET", f"/history/{pid}")[1].get(pid),
                            f"prompt {prompt_id} never reached /history", 600)
         assert entry["status"]["status_str"] == "success", entry["status"]
         image = entry["outputs"]["9"]["images"][0]
