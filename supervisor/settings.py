@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import annotated_types
 import yaml
 from cute_animal_kids.guard_model import CONTROVERSIAL_POLICIES
+from cute_animal_kids.pack_data import UniqueKeyLoader
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -385,7 +386,7 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # a setting written twice is an error
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read ({exc.strerror or exc})"]) from None
     except yaml.YAMLError as exc:

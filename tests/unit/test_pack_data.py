@@ -83,6 +83,17 @@ def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
         load_data_file("bad.yaml", tmp_path)
 
 
+def test_a_key_written_twice_is_refused(tmp_path: Path) -> None:
+    """YAML keeps the last of two equal keys: a class or category written twice would lose a list silently."""
+    (tmp_path / "twice.yaml").write_text("classes:\n  own:\n    en: [own]\n  other:\n    en: [x]\n"
+                                         "  own:\n    en: [itself]\n", encoding="utf-8")
+    with pytest.raises(PackDataError, match=r"^twice\.yaml: invalid YAML: key 'own' is written twice"):
+        load_data_file("twice.yaml", tmp_path)
+    (tmp_path / "lists.yaml").write_text("a:\n  en: [x]\n  zh: [甲]\n  zh: [乙]\n", encoding="utf-8")
+    with pytest.raises(PackDataError, match="key 'zh' is written twice"):
+        load_data_file("lists.yaml", tmp_path)
+
+
 @pytest.mark.parametrize("content", ["- a\n- b\n", "just text\n", "", "42\n"])
 def test_top_level_must_be_a_mapping(tmp_path: Path, content: str) -> None:
     (tmp_path / "list.yaml").write_text(content, encoding="utf-8")

@@ -102,6 +102,9 @@ def test_unreadable_yaml_is_one_line(tmp_path):
     path.write_text("- a list\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_settings(path)
+    path.write_text("http:\n  port: 9100\ninstances: 1\nhttp:\n  token: abc\n")  # the port would be lost
+    with pytest.raises(ConfigError, match="key 'http' is written twice"):
+        load_settings(path)
 
 
 @pytest.mark.usefixtures("installed_comfyui")
