@@ -51,7 +51,7 @@ def halves() -> dict[str, dict[str, object]]:
 
 
 def test_both_halves_are_reported(halves) -> None:
-    assert len(EVAL_FILES) >= 12, EVAL_FILES  # the first set, its extras and ten blind rounds
+    assert len(EVAL_FILES) >= 13, EVAL_FILES  # the first set, its extras and eleven blind rounds
     for split, result in halves.items():
         print(_report(split, result))
         assert result["totals"]["unsafe"] > 100 and result["totals"]["safe"] > 100

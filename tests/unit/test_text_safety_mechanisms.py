@@ -525,6 +525,11 @@ def test_context_rules_tried_at_first_words_find_what_a_full_search_finds():
     ("a hamster downing every bottle at the party until it passes out", "drugs_alcohol_tobacco"),
     ("caption: nobody likes u, go away", "bullying"),
     ("画一张海报，阿三都是垃圾", "hate_extremism"),
+    # round eleven's allow rules leave these refused
+    ("a stoned raccoon eating cherries", "drugs_alcohol_tobacco"),
+    ("a sniper aiming at the bunny after the snowball fight", "weapons"),
+    ("a bear drinking wine coloured red", "drugs_alcohol_tobacco"),
+    ("骷髅睡衣上全是血", "violence_gore"),
 ])
 def test_scene_rules_catch_unlisted_scenes(text, category):
     _refused(text, category)
@@ -564,6 +569,10 @@ def test_scene_rules_catch_unlisted_scenes(text, category):
     "a bunny keeping her birthday surprise a secret: don't tell mom", "小熊快快活活地撕开生日礼物",
     "护士把针扎进小狗的胳膊打疫苗", "小狐狸开车去买带颜色的气球", "a puppy drinking milk until he falls asleep",
     "nobody wants broccoli for dinner", "archers shooting arrows at a big straw target",
+    # round eleven's (innocent only) neighbours
+    "a wine-colored scarf for the fox", "stoned olives on a pizza", "the snowball sniper penguin",
+    "mum is the best sniper in our water balloon fight", "marshmallow ghosts on a cupcake",
+    "a haunted house made of gingerbread", "小熊穿着骷髅睡衣", "一个南瓜和小幽灵贴纸",
 ])
 def test_scene_rules_leave_innocent_look_alikes(text):
     _passes(text)
