@@ -30,6 +30,7 @@ import yaml
 from PIL import Image
 
 from cak.comfy_process import free_port
+from cak.install_state import REPO_ROOT
 from cak.cpu_models import DIFFUSION_MODEL, TEXT_ENCODER, VAE
 from tests.support.job_service import SupervisorProcess
 from tests.support.waiting import wait_until
@@ -230,6 +231,27 @@ def test_the_same_graph_twice_gets_an_image_each_time(pool: SupervisorProcess) -
         assert status == 200 and png_size(data) == (64, 64)
         images.append(data)
     assert images[0] == images[1]  # the same graph and seed: the same picture, saved again
+
+
+def test_third_party_client_comfy_api_simplified_runs_the_workflow(pool: SupervisorProcess, tmp_path: Path) -> None:
+    """comfy-api-simplified (PyPI), as its README drives ComfyUI: edit the API workflow by node title,
+    queue it, wait on the websocket, fetch the images through /history and /view; an unsafe
+    description is refused at POST /prompt (its ComfyApiError), so nothing runs."""
+    from comfy_api_simplified import ComfyApiWrapper, ComfyWorkflowWrapper
+    from comfy_api_simplified.exceptions import ComfyApiError
+
+    api = ComfyApiWrapper(f"http://{pool.door}/")  # type: ignore[attr-defined]
+    workflow = ComfyWorkflowWrapper(str(REPO_ROOT / "workflows" / "cute_animal_cpu.api.json"))
+    workflow.set_node_param("Cute Animal Prompt", "description", "a bunny with a red scarf")
+    workflow.set_node_param("KSampler", "steps", 2)
+    images = api.queue_and_wait_images(workflow, "Save Image")
+    assert len(images) == 1 and all(data.startswith(b"\x89PNG") for data in images.values()), list(images)
+    assert api.get_queue() == {"queue_running": [], "queue_pending": []}
+    jobs = pool.get("/v1/jobs?limit=100")["jobs"]
+    assert any(job["request"].get("source") == "comfy_api" and job["state"] == "succeeded" for job in jobs)
+    workflow.set_node_param("Cute Animal Prompt", "description", "a bunny covered in blood")
+    with pytest.raises(ComfyApiError, match="400"):
+        api.queue_prompt(workflow)
 
 
 def test_unsafe_text_in_any_input_is_refused_before_the_queue(pool: SupervisorProcess) -> None:
