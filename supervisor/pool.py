@@ -174,6 +174,8 @@ class Pool:
                 return job.result()
             except (ServerGone, ServerUnreachable, RunTimeout, NotComfyUI) as exc:
                 reason = await self._cause(claim, exc)
+                if reason == NOT_STARTED:
+                    raise InstanceLost(NOT_STARTED, instance.name) from exc
                 raise InstanceLost(self._lost_reason(claim, reason), instance.name) from exc
         finally:
             if not job.done():
@@ -186,14 +188,17 @@ class Pool:
         return reason if claim.started else NOT_STARTED
 
     async def _cause(self, claim: Claim, exc: Exception) -> str:
-        """Why the link broke: what the exit watch or the probes say, else the link counts as unresponsive."""
+        """Why the link broke: ``not_started`` when ``withdraw`` took the prompt out of ComfyUI's queue
+        (the run may see it vanish before the withdraw has finished checking), else what the exit
+        watch or the probes say, else the link counts as unresponsive."""
         life = claim.life
-        try:
-            async with asyncio.timeout(LOST_CAUSE_WAIT_S):
-                return await asyncio.shield(life.ended)
-        except TimeoutError:
+        await asyncio.wait({life.ended, claim.withdrawn}, timeout=LOST_CAUSE_WAIT_S,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if claim.withdrawn.done() and not life.ended.done():
+            return NOT_STARTED
+        if not life.ended.done():
             claim.instance.fault("unresponsive", f"the job's connection failed: {exc}")
-            return life.ended.result()
+        return life.ended.result()
 
     async def withdraw(self, claim: Claim) -> bool:
         """Take a prompt that has not started out of its ComfyUI's queue (cancel, drain); True if it
