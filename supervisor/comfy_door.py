@@ -62,7 +62,7 @@ from .job_store import (
 )
 from .pool import InstanceLost
 from .service import JobService
-from .settings import ComfyApiSettings
+from .settings import MAX_HISTORY_LIMIT, ComfyApiSettings
 
 log = logging.getLogger("supervisor.comfy_door")
 
@@ -70,7 +70,6 @@ SOURCE = "comfy_api"
 KIND = "graph"
 OUTPUTS_FILE = "outputs.json"
 MAX_PROMPT_ID = 100
-MAX_HISTORY_ITEMS = 100_000  # as history_limit's own bound
 MAX_HISTORY_OFFSET = 1_000_000_000
 ASCII_DIGITS = re.compile(r"[0-9]{1,30}")
 PASSED_THROUGH = ("/object_info", "/object_info/{node_class}", "/system_stats", "/embeddings", "/models",
@@ -412,7 +411,7 @@ class ComfyDoor:
     # ------------------------------------------------------------------ history and files
 
     async def get_history(self, request: web.Request) -> web.Response:
-        limit = _int_query(request, "max_items", MAX_HISTORY_ITEMS) or self.config.history_limit
+        limit = _int_query(request, "max_items", MAX_HISTORY_LIMIT) or self.config.history_limit
         offset = _int_query(request, "offset", MAX_HISTORY_OFFSET) or 0
         jobs = await self.service.store.list_source(SOURCE, tuple(TERMINAL_STATES),
                                                     limit + offset + len(self.hidden.deleted))

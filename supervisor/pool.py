@@ -174,8 +174,6 @@ class Pool:
                 return job.result()
             except (ServerGone, ServerUnreachable, RunTimeout, NotComfyUI) as exc:
                 reason = await self._cause(claim, exc)
-                if reason == NOT_STARTED:
-                    raise InstanceLost(NOT_STARTED, instance.name) from exc
                 raise InstanceLost(self._lost_reason(claim, reason), instance.name) from exc
         finally:
             if not job.done():

@@ -63,6 +63,9 @@ MODEL_TYPES = (
 ModelType = Literal[MODEL_TYPES]  # type: ignore[valid-type] - a Literal of the tuple's strings
 
 
+MAX_HISTORY_LIMIT = 100_000
+"""Most entries one GET /history of the ComfyUI door returns (``comfy_api.history_limit`` and ``max_items``)."""
+
 class ConfigError(ValueError):
     """The configuration is wrong; ``problems`` has one ``key: reason`` line per mistake."""
 
@@ -264,7 +267,7 @@ class ComfyApiSettings(_Section):
     allow_nodes: frozenset[StrictStr] | None  # None: any node class not denied
     image_gate: ImageGateSettings
     object_info_ttl_s: _bounded(0, 86400)  # type: ignore[valid-type]
-    history_limit: StrictInt = Field(ge=1, le=100_000)
+    history_limit: StrictInt = Field(ge=1, le=MAX_HISTORY_LIMIT)
     editor: StrictBool  # the web editor at GET / and its routes passed through (comfy_door_editor.py)
 
 
